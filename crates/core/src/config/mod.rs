@@ -1,0 +1,585 @@
+//! Configuration: a flyteadmin values file loads unchanged.
+//!
+//! The top-level sections `server`, `auth`, `database` and `secrets` mean what they mean for flyteadmin (same
+//! camelCase keys, same defaults, Go duration strings); our own additions live under `flyteauth`. Other top-level
+//! sections of a flyteadmin file (`logger`, `flyteadmin`, `scheduler`, …) are ignored silently, while unknown keys
+//! inside our sections become warnings naming the dotted key path.
+
+mod auth;
+mod database;
+mod duration;
+mod serde_util;
+mod server;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use auth::{
+    AppAuthConfig, AuthConfig, AuthServerType, CookieSetting, DEFAULT_AUTHORIZATION_HEADER,
+    ExternalAuthServerConfig, FlyteClientConfig, OpenIdConfig, SameSitePolicy,
+    SelfAuthServerConfig, StaticClient, ThirdPartyConfig, UserAuthConfig, default_static_clients,
+};
+pub use database::{DEFAULT_SQLITE_FILE, DatabaseConfig, PostgresConfig, SqliteConfig};
+pub use duration::{format_go_duration, parse_go_duration};
+pub use server::{GrpcConfig, SecurityConfig, ServerConfig, SslConfig};
+
+use serde_util::{opt_from_str, opt_path};
+
+/// What replaces secret-bearing values in [`Config::redacted_yaml`].
+pub const REDACTED: &str = "<redacted>";
+
+/// The standard base64 of flyteadmin's well-known placeholder bcrypt hash
+/// (`$2a$06$d6PQn2QAFU3cL5V8MDkeuuk63xubqUxNxjtfPw.Fc9MgV6vpmyOIy`), shipped in its default `flytepropeller`
+/// client. Anyone can compute a secret for it, so a configuration carrying it is refused.
+pub const PLACEHOLDER_SECRET_HASH_B64: &str =
+    "JDJhJDA2JGQ2UFFuMlFBRlUzY0w1VjhNRGtldXVrNjN4dWJxVXhOeGp0ZlB3LkZjOU1nVjZ2cG15T0l5";
+
+/// The decoded form of [`PLACEHOLDER_SECRET_HASH_B64`].
+pub const PLACEHOLDER_SECRET_HASH: &str =
+    "$2a$06$d6PQn2QAFU3cL5V8MDkeuuk63xubqUxNxjtfPw.Fc9MgV6vpmyOIy";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The YAML could not be parsed into the configuration; the message names the key path and the position.
+    #[error("invalid configuration: {message}")]
+    Parse {
+        /// Key path, position and what was expected.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration at `{key}`: expected {expected}")]
+    Invalid {
+        /// Dotted key path, e.g. `auth.appAuth.selfAuthServer.accessTokenLifespan`.
+        key: String,
+        /// What an acceptable value looks like.
+        expected: String,
+    },
+}
+
+/// A parsed and validated configuration plus the warnings found on the way (unknown keys and the like).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The effective configuration, defaults filled in.
+    pub config: Config,
+    /// Human-readable warnings, each naming the key it is about.
+    pub warnings: Vec<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `server:`.
+    pub server: ServerConfig,
+    /// `auth:`.
+    pub auth: AuthConfig,
+    /// `database:`.
+    pub database: DatabaseConfig,
+    /// `secrets:`.
+    pub secrets: SecretsConfig,
+    /// `flyteauth:` — settings flyteadmin does not have.
+    pub flyteauth: ExtensionsConfig,
+}
+
+/// `secrets:` — where secrets are read from (flytestdlib's secret manager).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct SecretsConfig {
+    /// `secrets-prefix` ("/etc/secrets"): directory holding one file per secret.
+    pub secrets_prefix: PathBuf,
+    /// `env-prefix` ("FLYTE_SECRET_"): environment variable `<env-prefix><name>` is looked at first.
+    pub env_prefix: String,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            secrets_prefix: PathBuf::from("/etc/secrets"),
+            env_prefix: "FLYTE_SECRET_".to_owned(),
+        }
+    }
+}
+
+/// `flyteauth:` — our own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ExtensionsConfig {
+    /// `dataDir`: where the embedded default keeps its database and generated secrets.
+    #[serde(with = "opt_path")]
+    pub data_dir: Option<PathBuf>,
+    /// `listenAddress`: the IP address to bind (the port is `server.httpPort`).
+    #[serde(with = "opt_from_str")]
+    pub listen_address: Option<IpAddr>,
+    /// `tokenLeeway` (30s): clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[serde(with = "duration::go")]
+    pub token_leeway: Duration,
+    /// `logFormat` (plain): `plain` or `json`.
+    pub log_format: LogFormat,
+    /// `maxRequestBytes` (1 MiB): largest accepted request body.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ExtensionsConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            listen_address: None,
+            token_leeway: Duration::from_secs(30),
+            log_format: LogFormat::Plain,
+            max_request_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    #[serde(alias = "Plain", alias = "text")]
+    Plain,
+    /// One JSON object per line.
+    #[serde(alias = "Json", alias = "JSON")]
+    Json,
+}
+
+/// Top-level sections this crate owns; unknown keys below them are reported.
+const OUR_SECTIONS: &[&str] = &["server", "auth", "database", "secrets", "flyteauth"];
+
+/// flyteadmin keys inside our sections that flyteauth reads but has no use for; reported more gently.
+const FLYTEADMIN_ONLY_KEYS: &[&str] = &[
+    "server.kube-config",
+    "server.master",
+    "server.dataProxy",
+    "server.grpcPort",
+    "server.grpcServerReflection",
+    "server.watchService",
+    "server.thirdPartyConfig",
+    "server.security.auditAccess",
+    "server.grpc.enableGrpcLatencyMetrics",
+    "server.grpc.maxConcurrentStreams",
+];
+
+impl Config {
+    /// Parses YAML (defaults fill what is absent) and validates the result.
+    pub fn from_yaml_str(yaml: &str) -> Result<LoadedConfig, ConfigError> {
+        let (config, mut warnings) = parse(yaml)?;
+        config.validate()?;
+        warnings.extend(config.semantic_warnings());
+        Ok(LoadedConfig { config, warnings })
+    }
+
+    /// Reads, parses and validates a YAML file.
+    pub fn from_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml_str(&yaml)
+    }
+
+    /// The configuration used when no file is given: SQLite at `<data_dir>/flyteauth.db`, secrets in
+    /// `<data_dir>/secrets`, public URL `http://localhost:8088` (also reachable as `http://127.0.0.1:8088`).
+    pub fn embedded_default(data_dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.database.sqlite = Some(SqliteConfig {
+            file: data_dir.join(DEFAULT_SQLITE_FILE),
+        });
+        config.secrets.secrets_prefix = data_dir.join("secrets");
+        config.flyteauth.data_dir = Some(data_dir.to_owned());
+        let port = config.server.http_port;
+        config.auth.authorized_uris = [
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ]
+        .iter()
+        .filter_map(|s| Url::parse(s).ok())
+        .collect();
+        config
+    }
+
+    /// Checks what the types cannot: URL schemes, TLS files, positive lifespans, static clients.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, expected: &str| ConfigError::Invalid {
+            key,
+            expected: expected.to_owned(),
+        };
+        for (i, uri) in self.auth.authorized_uris.iter().enumerate() {
+            if !matches!(uri.scheme(), "http" | "https") || uri.host_str().is_none_or(str::is_empty)
+            {
+                return Err(invalid(
+                    format!("auth.authorizedUris[{i}]"),
+                    &format!(
+                        "an absolute http(s) URL with a host, not {:?}",
+                        uri.as_str()
+                    ),
+                ));
+            }
+        }
+        let ssl = &self.server.security.ssl;
+        if self.server.security.secure {
+            if ssl.certificate_file.is_none() {
+                return Err(invalid(
+                    "server.security.ssl.certificateFile".into(),
+                    "a PEM certificate file because server.security.secure is true",
+                ));
+            }
+            if ssl.key_file.is_none() {
+                return Err(invalid(
+                    "server.security.ssl.keyFile".into(),
+                    "a PEM private key file because server.security.secure is true",
+                ));
+            }
+        }
+        for (key, value) in [
+            (
+                "auth.httpAuthorizationHeader",
+                &self.auth.http_authorization_header,
+            ),
+            (
+                "auth.grpcAuthorizationHeader",
+                &self.auth.grpc_authorization_header,
+            ),
+        ] {
+            if !value.is_empty() && !value.bytes().all(is_header_name_byte) {
+                return Err(invalid(
+                    key.into(),
+                    &format!("an HTTP header name (letters, digits, '-', …), not {value:?}"),
+                ));
+            }
+        }
+        let sas = &self.auth.app_auth.self_auth_server;
+        let base = "auth.appAuth.selfAuthServer";
+        for (key, value) in [
+            ("accessTokenLifespan", sas.access_token_lifespan),
+            ("refreshTokenLifespan", sas.refresh_token_lifespan),
+            ("authorizationCodeLifespan", sas.authorization_code_lifespan),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    format!("{base}.{key}"),
+                    "a duration greater than zero, such as \"30m\"",
+                ));
+            }
+        }
+        if sas.token_signing_rsa_key_secret_name.trim().is_empty() {
+            return Err(invalid(
+                format!("{base}.tokenSigningRSAKeySecretName"),
+                "a secret name",
+            ));
+        }
+        if sas
+            .claim_symmetric_encryption_key_secret_name
+            .trim()
+            .is_empty()
+        {
+            return Err(invalid(
+                format!("{base}.claimSymmetricEncryptionKeySecretName"),
+                "a secret name",
+            ));
+        }
+        for (name, client) in &sas.static_clients {
+            let key = format!("{base}.staticClients.{name}");
+            if name.trim().is_empty() {
+                return Err(invalid(format!("{key}.id"), "a non-empty client id"));
+            }
+            if !client.id.is_empty() && client.id != *name {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    &format!("the same id as the entry's key {name:?} (or no id), not {:?}", client.id),
+                ));
+            }
+            match &client.client_secret {
+                Some(secret) => {
+                    let hash = crate::clients::decode_config_secret(secret).map_err(|reason| {
+                        invalid(
+                            format!("{key}.client_secret"),
+                            &format!("the standard base64 of a bcrypt hash ({reason})"),
+                        )
+                    })?;
+                    if hash == PLACEHOLDER_SECRET_HASH {
+                        return Err(invalid(
+                            format!("{key}.client_secret"),
+                            "a hash of your own secret: this is flyteadmin's well-known placeholder hash, whose \
+                             secret is public; generate one with e.g. `htpasswd -bnBC 10 \"\" SECRET | tr -d ':\\n' \
+                             | base64 -w0`",
+                        ));
+                    }
+                }
+                None if !client.public => {
+                    return Err(invalid(
+                        format!("{key}.client_secret"),
+                        "a client_secret (standard base64 of a bcrypt hash) for a client that is not public",
+                    ));
+                }
+                None => {}
+            }
+        }
+        for (key, value) in [
+            (
+                "auth.userAuth.openId.baseUrl",
+                &self.auth.user_auth.open_id.base_url,
+            ),
+            (
+                "auth.userAuth.openId.issuerUrl",
+                &self.auth.user_auth.open_id.issuer_url,
+            ),
+            (
+                "auth.appAuth.externalAuthServer.baseUrl",
+                &self.auth.app_auth.external_auth_server.base_url,
+            ),
+        ] {
+            if !value.is_empty() && !is_http_url(value) {
+                return Err(invalid(
+                    key.into(),
+                    &format!("an absolute http(s) URL, not {value:?}"),
+                ));
+            }
+        }
+        if let Some(pg) = &self.database.postgres {
+            if pg.host.trim().is_empty() {
+                return Err(invalid(
+                    "database.postgres.host".into(),
+                    "a host name or address",
+                ));
+            }
+            if pg.dbname.trim().is_empty() {
+                return Err(invalid(
+                    "database.postgres.dbname".into(),
+                    "a database name",
+                ));
+            }
+        }
+        if self.flyteauth.max_request_bytes == 0 {
+            return Err(invalid(
+                "flyteauth.maxRequestBytes".into(),
+                "a size in bytes greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Things that are allowed but probably not what the author meant.
+    fn semantic_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.database.sqlite.is_some() && self.database.postgres.is_some() {
+            warnings.push(
+                "both `database.sqlite` and `database.postgres` are set; using SQLite (as flyteadmin does)".to_owned(),
+            );
+        }
+        for (name, client) in &self.auth.app_auth.self_auth_server.static_clients {
+            if client.public && client.client_secret.is_some() {
+                warnings.push(format!(
+                    "`auth.appAuth.selfAuthServer.staticClients.{name}.client_secret` is ignored: the client is public"
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// The URL clients reach this server at: `auth.authorizedUris[0]`, else `http://localhost:<httpPort>`.
+    pub fn public_url(&self) -> Url {
+        if let Some(first) = self.auth.authorized_uris.first() {
+            return first.clone();
+        }
+        let mut url = localhost_url();
+        // Setting a port on an http URL with a host cannot fail.
+        let _ = url.set_port(Some(self.server.http_port));
+        url
+    }
+
+    /// The `iss` of minted tokens: `selfAuthServer.issuer` if set, else the public URL without a trailing '/'.
+    pub fn issuer(&self) -> String {
+        let configured = self.auth.app_auth.self_auth_server.issuer.trim();
+        if configured.is_empty() {
+            self.public_url().as_str().trim_end_matches('/').to_owned()
+        } else {
+            configured.to_owned()
+        }
+    }
+
+    /// Every audience a token may carry to be accepted here: each authorized URI (with and without trailing '/',
+    /// and with the scheme's default port spelled out, as flyteadmin's charts write `http://flyteadmin:80`), the
+    /// public URL, the issuer (so a custom issuer does not lock out our own tokens), and
+    /// `thirdPartyConfig.flyteClient.audience` if set.
+    pub fn accepted_audiences(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |s: String| {
+            if !s.is_empty() && !out.contains(&s) {
+                out.push(s);
+            }
+        };
+        let public = self.public_url();
+        for uri in self
+            .auth
+            .authorized_uris
+            .iter()
+            .chain(std::iter::once(&public))
+        {
+            let s = uri.as_str();
+            push(s.to_owned());
+            push(s.trim_end_matches('/').to_owned());
+            if uri.port().is_none()
+                && let (Some(port), Some(host)) = (uri.port_or_known_default(), uri.host_str())
+            {
+                // `Url` drops a default port, so the explicit spelling is built by hand.
+                let with_port = format!("{}://{}:{}{}", uri.scheme(), host, port, uri.path());
+                push(with_port.trim_end_matches('/').to_owned());
+                push(with_port);
+            }
+        }
+        push(self.issuer());
+        push(
+            self.auth
+                .app_auth
+                .third_party_config
+                .flyte_client
+                .audience
+                .trim()
+                .to_owned(),
+        );
+        out
+    }
+
+    /// The socket address to bind: `flyteauth.listenAddress` if set, else 127.0.0.1 for the embedded default and
+    /// 0.0.0.0 when a configuration file was given; the port is `server.httpPort`.
+    pub fn listen_addr(&self, config_file_given: bool) -> SocketAddr {
+        let ip = self
+            .flyteauth
+            .listen_address
+            .unwrap_or(if config_file_given {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            });
+        SocketAddr::new(ip, self.server.http_port)
+    }
+
+    /// The effective configuration as YAML, defaults filled in, with client secret hashes and the database
+    /// password replaced by `"<redacted>"`.
+    pub fn redacted_yaml(&self) -> String {
+        let mut copy = self.clone();
+        for client in copy
+            .auth
+            .app_auth
+            .self_auth_server
+            .static_clients
+            .values_mut()
+        {
+            if client.client_secret.is_some() {
+                client.client_secret = Some(REDACTED.to_owned());
+            }
+        }
+        if let Some(pg) = copy.database.postgres.as_mut()
+            && !pg.password.is_empty()
+        {
+            pg.password = REDACTED.to_owned();
+        }
+        match serde_saphyr::to_string(&copy) {
+            Ok(yaml) => yaml,
+            // Serializing plain structs of strings, numbers and lists does not fail; say so rather than panic.
+            Err(e) => format!("# cannot render the configuration: {e}\n"),
+        }
+    }
+}
+
+#[allow(clippy::expect_used)]
+fn localhost_url() -> Url {
+    Url::parse("http://localhost/").expect("a constant URL parses")
+}
+
+/// Rephrases serde's terse number errors into what the author should write.
+fn friendlier(message: &str) -> String {
+    const NUMBERS: &[(&str, &str)] = &[
+        ("invalid u16", "expected a whole number from 0 to 65535"),
+        ("invalid u32", "expected a whole number from 0 to 4294967295"),
+        ("invalid u64", "expected a whole number that is not negative"),
+        ("invalid usize", "expected a whole number that is not negative"),
+    ];
+    for (terse, better) in NUMBERS {
+        if let Some(rest) = message.strip_prefix(terse) {
+            return format!("{better}{rest}");
+        }
+    }
+    message.to_owned()
+}
+
+fn is_http_url(s: &str) -> bool {
+    Url::parse(s).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    })
+}
+
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Deserializes the YAML, collecting unknown keys inside our sections as warnings and tracking the key path
+/// for error messages.
+fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    if yaml.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---"
+    }) {
+        return Ok((Config::default(), Vec::new()));
+    }
+    let mut ignored: Vec<String> = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let result = serde_saphyr::with_deserializer_from_str(yaml, |de| {
+        let mut on_ignored = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(de, &mut on_ignored);
+        let de = serde_path_to_error::Deserializer::new(de, &mut track);
+        Config::deserialize(de)
+    });
+    let mut config = result.map_err(|e| {
+        let path = track.path().to_string();
+        let path = path.trim_end_matches(".?").trim_end_matches('?');
+        let mut detail = friendlier(&e.without_snippet().to_string());
+        if !detail.contains("line ")
+            && let Some(l) = e.location()
+        {
+            detail.push_str(&format!(" at line {}, column {}", l.line(), l.column()));
+        }
+        let message = if path.is_empty() || path == "." {
+            detail
+        } else {
+            format!("at `{path}`: {detail}")
+        };
+        ConfigError::Parse { message }
+    })?;
+    for (key, client) in &mut config.auth.app_auth.self_auth_server.static_clients {
+        if client.id.is_empty() {
+            client.id.clone_from(key);
+        }
+    }
+    let warnings = ignored
+        .into_iter()
+        .filter(|p| OUR_SECTIONS.contains(&p.split('.').next().unwrap_or_default()))
+        .map(|p| {
+            if FLYTEADMIN_ONLY_KEYS.contains(&p.as_str()) {
+                format!("`{p}` is a flyteadmin setting flyteauth does not use; ignored")
+            } else {
+                format!("unknown key `{p}` ignored")
+            }
+        })
+        .collect();
+    Ok((config, warnings))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,518 @@
+//! Access tokens: RS256 JWTs in the RFC 9068 shape plus the Flyte claims (`scp`, `client_id`, `user_info`).
+//!
+//! Validation is the hot path of the whole product (every RPC and `/me`), so [`TokenValidator::validate`] does
+//! the minimum: one header decode into a stack buffer, one signature check, one claims decode, no I/O.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Header};
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::Clock;
+use crate::identity::{Identity, PrincipalKind, UserInfo};
+use crate::keys::KeyRing;
+
+/// The `typ` header of our access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the user, or the client id for applications.
+    pub sub: String,
+    /// Audiences; always serialized as an array, read from a string or an array.
+    #[serde(deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    /// Expiry, unix seconds.
+    pub exp: i64,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// Not before, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Token id (UUID v4).
+    pub jti: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Granted scopes; always serialized as an array, read from a string (one scope, as flyteadmin does) or an
+    /// array.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub scp: Vec<String>,
+    /// Granted scopes, space-separated (RFC 9068 §2.2.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Profile of the principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_info: Option<UserInfo>,
+}
+
+/// What to put in a new access token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessTokenRequest {
+    /// `sub`: the user's subject, or the client id for application tokens.
+    pub subject: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// The client's display name, carried in `user_info.name` of application tokens.
+    pub client_name: Option<String>,
+    /// `aud`.
+    pub audience: Vec<String>,
+    /// `scp` and `scope`.
+    pub scopes: Vec<String>,
+    /// `user_info` for user tokens.
+    pub user_info: Option<UserInfo>,
+}
+
+/// A freshly minted token.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub access_token: String,
+    /// Seconds until it expires (the `expires_in` of the token response).
+    pub expires_in: u64,
+    /// Its claims.
+    pub claims: AccessTokenClaims,
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The signature could not be computed.
+    #[error("cannot sign the token: {0}")]
+    Signing(String),
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// Not a well-formed compact JWS with JSON header and claims, or not an access token (`typ`).
+    #[error("the token is malformed")]
+    Malformed,
+    /// `alg` is not RS256 (e.g. `none`, HS256).
+    #[error("the token's algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// No `kid`, or a `kid` that is neither the current nor the previous key.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not match.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not ours.
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    /// No `aud` is one of ours.
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    /// A required claim is absent.
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(&'static str),
+}
+
+impl ValidationError {
+    /// A snake_case label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::MissingClaim(_) => "missing_claim",
+        }
+    }
+
+    fn from_jwt(kind: &ErrorKind) -> Self {
+        match kind {
+            ErrorKind::InvalidSignature => Self::BadSignature,
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::MissingAlgorithm => Self::UnsupportedAlgorithm,
+            ErrorKind::ExpiredSignature => Self::Expired,
+            ErrorKind::ImmatureSignature => Self::NotYetValid,
+            ErrorKind::InvalidIssuer => Self::WrongIssuer,
+            ErrorKind::InvalidAudience => Self::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) => Self::MissingClaim(match c.as_str() {
+                "exp" => "exp",
+                "iss" => "iss",
+                "aud" => "aud",
+                "sub" => "sub",
+                "nbf" => "nbf",
+                _ => "claim",
+            }),
+            // A key our ring produced that the backend refuses would be a bug; for the caller it is still a
+            // token that does not verify.
+            ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::RsaFailedSigning => Self::BadSignature,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// Mints access tokens with the ring's current key.
+pub struct TokenIssuer {
+    keys: Arc<KeyRing>,
+    issuer: String,
+    lifetime: Duration,
+    clock: Arc<dyn Clock>,
+    header: Header,
+}
+
+impl fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.keys.current().kid())
+            .field("issuer", &self.issuer)
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `keys.current()`, setting `iss` to `issuer` and `exp` to now + `lifetime`.
+    pub fn new(
+        keys: Arc<KeyRing>,
+        issuer: String,
+        lifetime: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(keys.current().kid().to_owned());
+        Self {
+            keys,
+            issuer,
+            lifetime,
+            clock,
+            header,
+        }
+    }
+
+    /// Mints a token for `req`. Application tokens (subject = client id) with a known client name carry it in
+    /// `user_info.name`.
+    pub fn issue(&self, req: &AccessTokenRequest) -> Result<IssuedToken, TokenError> {
+        let now = self.clock.unix_now();
+        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let user_info = match (&req.user_info, req.client_name.as_deref()) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(name))
+                if req.subject == req.client_id && !name.is_empty() && name != req.client_id =>
+            {
+                Some(UserInfo::for_app(&req.client_id, Some(name)))
+            }
+            (None, _) => None,
+        };
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: req.subject.clone(),
+            aud: req.audience.clone(),
+            exp: now.saturating_add(lifetime),
+            iat: now,
+            nbf: None,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: req.client_id.clone(),
+            scp: req.scopes.clone(),
+            scope: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
+            user_info,
+        };
+        let access_token =
+            jsonwebtoken::encode(&self.header, &claims, self.keys.current().encoding_key())
+                .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(IssuedToken {
+            access_token,
+            expires_in: self.lifetime.as_secs(),
+            claims,
+        })
+    }
+}
+
+/// Validates access tokens against a key ring, issuer and audiences.
+pub struct TokenValidator {
+    keys: Arc<KeyRing>,
+    issuer: String,
+    audiences: Vec<String>,
+    leeway: i64,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for TokenValidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenValidator")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+// Our headers are ~100 bytes; anything beyond this decodes on the heap (and is almost certainly not ours).
+const HEADER_STACK_BYTES: usize = 512;
+
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+}
+
+/// The claims as they arrive, every one optional so absence maps to [`ValidationError::MissingClaim`].
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    #[serde(default, deserialize_with = "opt_one_or_many")]
+    aud: Option<Vec<String>>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_one_or_many")]
+    scp: Option<Vec<String>>,
+    scope: Option<String>,
+    user_info: Option<UserInfo>,
+}
+
+impl TokenValidator {
+    /// A validator accepting tokens signed by a key of `keys`, issued by exactly `issuer`, for at least one of
+    /// `audiences`, tolerating `leeway` of clock skew on `exp`, `nbf` and `iat`.
+    pub fn new(
+        keys: Arc<KeyRing>,
+        issuer: String,
+        audiences: Vec<String>,
+        leeway: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            keys,
+            issuer,
+            audiences,
+            leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
+            clock,
+        }
+    }
+
+    /// Validates `token` and returns who it speaks for. Scopes are not checked here (callers decide).
+    pub fn validate(&self, token: &str) -> Result<Identity, ValidationError> {
+        let mut parts = token.splitn(3, '.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ValidationError::Malformed);
+        };
+        if signature_b64.contains('.') {
+            return Err(ValidationError::Malformed);
+        }
+
+        let mut stack = [0u8; HEADER_STACK_BYTES];
+        let heap;
+        let header_json: &[u8] = match URL_SAFE_NO_PAD.decode_slice(header_b64, &mut stack) {
+            Ok(len) => &stack[..len],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                heap = URL_SAFE_NO_PAD
+                    .decode(header_b64)
+                    .map_err(|_| ValidationError::Malformed)?;
+                &heap
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => {
+                return Err(ValidationError::Malformed);
+            }
+        };
+        let header: JoseHeader<'_> =
+            serde_json::from_slice(header_json).map_err(|_| ValidationError::Malformed)?;
+        if header.alg.as_deref() != Some("RS256") {
+            return Err(ValidationError::UnsupportedAlgorithm);
+        }
+        // We define no critical header parameters, so any `crit` is one we do not understand (RFC 7515 §4.1.11).
+        if header.crit.is_some() || !header.typ.as_deref().is_some_and(is_access_token_typ) {
+            return Err(ValidationError::Malformed);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.find(kid))
+            .ok_or(ValidationError::UnknownKey)?;
+
+        let message_len = header_b64.len() + 1 + payload_b64.len();
+        let message = &token.as_bytes()[..message_len];
+        match jsonwebtoken::crypto::verify(
+            signature_b64,
+            message,
+            key.decoding_key(),
+            Algorithm::RS256,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Err(ValidationError::BadSignature),
+            Err(e) => return Err(ValidationError::from_jwt(e.kind())),
+        }
+
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| ValidationError::Malformed)?;
+        let raw: RawClaims =
+            serde_json::from_slice(&payload).map_err(|_| ValidationError::Malformed)?;
+        self.check_claims(raw)
+    }
+
+    fn check_claims(&self, raw: RawClaims) -> Result<Identity, ValidationError> {
+        use ValidationError::MissingClaim;
+        let exp = raw.exp.ok_or(MissingClaim("exp"))?;
+        let iat = raw.iat.ok_or(MissingClaim("iat"))?;
+        let iss = raw.iss.ok_or(MissingClaim("iss"))?;
+        let sub = raw.sub.ok_or(MissingClaim("sub"))?;
+        let aud = raw.aud.ok_or(MissingClaim("aud"))?;
+        let jti = raw.jti.ok_or(MissingClaim("jti"))?;
+        let client_id = raw.client_id.ok_or(MissingClaim("client_id"))?;
+
+        let now = self.clock.unix_now();
+        if now >= exp.saturating_add(self.leeway) {
+            return Err(ValidationError::Expired);
+        }
+        let latest_start = now.saturating_add(self.leeway);
+        if raw.nbf.is_some_and(|nbf| nbf > latest_start) || iat > latest_start {
+            return Err(ValidationError::NotYetValid);
+        }
+        if iss != self.issuer {
+            return Err(ValidationError::WrongIssuer);
+        }
+        if !aud
+            .iter()
+            .any(|a| self.audiences.iter().any(|ours| ours == a))
+        {
+            return Err(ValidationError::WrongAudience);
+        }
+
+        let scopes = match raw.scp {
+            Some(scp) => scp,
+            None => raw
+                .scope
+                .as_deref()
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
+        let kind = if sub == client_id {
+            PrincipalKind::App
+        } else {
+            PrincipalKind::User
+        };
+        let mut user_info = raw.user_info.unwrap_or_else(|| match kind {
+            PrincipalKind::App => UserInfo::for_app(&client_id, None),
+            PrincipalKind::User => UserInfo {
+                subject: sub.clone(),
+                ..UserInfo::default()
+            },
+        });
+        if user_info.additional_claims.is_empty() {
+            let mut claims = Map::new();
+            claims.insert("iss".into(), Value::String(iss));
+            claims.insert("sub".into(), Value::String(sub.clone()));
+            claims.insert("aud".into(), string_array(&aud));
+            claims.insert("exp".into(), Value::from(exp));
+            claims.insert("iat".into(), Value::from(iat));
+            if let Some(nbf) = raw.nbf {
+                claims.insert("nbf".into(), Value::from(nbf));
+            }
+            claims.insert("jti".into(), Value::String(jti.clone()));
+            claims.insert("client_id".into(), Value::String(client_id.clone()));
+            claims.insert("scp".into(), string_array(&scopes));
+            if let Some(scope) = raw.scope {
+                claims.insert("scope".into(), Value::String(scope));
+            }
+            user_info.additional_claims = claims;
+        }
+        Ok(Identity {
+            subject: sub,
+            client_id,
+            kind,
+            scopes,
+            audience: aud,
+            token_id: jti,
+            expires_at: exp,
+            user_info,
+        })
+    }
+}
+
+fn string_array(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn is_access_token_typ(typ: &str) -> bool {
+    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+}
+
+struct OneOrMany;
+
+impl<'de> Visitor<'de> for OneOrMany {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_owned()])
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Vec<String>, E> {
+        Ok(vec![v])
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+        while let Some(s) = seq.next_element::<String>()? {
+            out.push(s);
+        }
+        Ok(out)
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(OneOrMany)
+}
+
+fn opt_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null, a string or an array of strings")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            one_or_many(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+#[cfg(test)]
+mod tests;

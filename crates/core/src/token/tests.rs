@@ -1,0 +1,495 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::EncodingKey;
+use serde_json::json;
+use time::macros::datetime;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::keys::SigningKey;
+use crate::keys::tests::test_keys;
+
+const ISSUER: &str = "https://flyte.example.com";
+const LIFETIME: Duration = Duration::from_secs(1800);
+const LEEWAY: Duration = Duration::from_secs(30);
+const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+
+struct Fixture {
+    clock: Arc<ManualClock>,
+    ring: Arc<KeyRing>,
+    issuer: TokenIssuer,
+    validator: TokenValidator,
+}
+
+fn audiences() -> Vec<String> {
+    vec![ISSUER.to_owned(), format!("{ISSUER}/"), "http://flyteadmin:80".to_owned()]
+}
+
+fn fixture() -> Fixture {
+    let [(current, _), (old, _)] = test_keys();
+    let clock = Arc::new(ManualClock::new(datetime!(2024-01-01 00:00 UTC)));
+    let ring = Arc::new(KeyRing::new(current.clone(), Some(old.public().clone())));
+    let issuer = TokenIssuer::new(ring.clone(), ISSUER.to_owned(), LIFETIME, clock.clone());
+    let validator = TokenValidator::new(ring.clone(), ISSUER.to_owned(), audiences(), LEEWAY, clock.clone());
+    Fixture {
+        clock,
+        ring,
+        issuer,
+        validator,
+    }
+}
+
+fn app_request() -> AccessTokenRequest {
+    AccessTokenRequest {
+        subject: "ci-bot".into(),
+        client_id: "ci-bot".into(),
+        client_name: Some("CI bot".into()),
+        audience: vec![ISSUER.into()],
+        scopes: vec!["all".into(), "read".into()],
+        user_info: None,
+    }
+}
+
+fn claims_json() -> serde_json::Value {
+    json!({
+        "iss": ISSUER, "sub": "ci-bot", "aud": [ISSUER], "exp": T0 + 600, "iat": T0, "jti": "j-1",
+        "client_id": "ci-bot", "scp": ["all"], "scope": "all"
+    })
+}
+
+fn header_json(kid: &str) -> serde_json::Value {
+    json!({"alg": "RS256", "typ": "at+jwt", "kid": kid})
+}
+
+/// Signs arbitrary header and claims with `key` (RS256), for tokens the issuer would never produce.
+fn sign_raw(header: &serde_json::Value, claims: &serde_json::Value, key: &SigningKey) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256).unwrap();
+    format!("{message}.{sig}")
+}
+
+fn current_key() -> &'static SigningKey {
+    &test_keys()[0].0
+}
+
+fn decode_part(part: &str) -> serde_json::Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[test]
+fn issued_tokens_have_the_rfc9068_shape() {
+    let f = fixture();
+    let issued = f.issuer.issue(&app_request()).unwrap();
+    assert_eq!(issued.expires_in, 1800);
+    let parts: Vec<&str> = issued.access_token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header = decode_part(parts[0]);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["kid"], f.ring.current().kid());
+    let claims = decode_part(parts[1]);
+    assert_eq!(claims["iss"], ISSUER);
+    assert_eq!(claims["sub"], "ci-bot");
+    assert_eq!(claims["aud"], json!([ISSUER]));
+    assert_eq!(claims["iat"], T0);
+    assert_eq!(claims["exp"], T0 + 1800);
+    assert_eq!(claims["client_id"], "ci-bot");
+    assert_eq!(claims["scp"], json!(["all", "read"]));
+    assert_eq!(claims["scope"], "all read");
+    assert_eq!(claims["user_info"]["name"], "CI bot");
+    assert!(claims.get("nbf").is_none());
+    let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap();
+    assert_eq!(jti.get_version_num(), 4);
+    assert_eq!(issued.claims.jti, jti.to_string());
+    assert_ne!(f.issuer.issue(&app_request()).unwrap().claims.jti, issued.claims.jti);
+
+    // Without a distinct name, app tokens carry no user_info; without scopes, no `scope`.
+    let mut req = app_request();
+    req.client_name = None;
+    req.scopes.clear();
+    let claims = decode_part(f.issuer.issue(&req).unwrap().access_token.split('.').nth(1).unwrap());
+    assert!(claims.get("user_info").is_none() && claims.get("scope").is_none());
+    assert_eq!(claims["scp"], json!([]));
+}
+
+#[test]
+fn valid_app_tokens_give_the_app_identity() {
+    let f = fixture();
+    let issued = f.issuer.issue(&app_request()).unwrap();
+    let id = f.validator.validate(&issued.access_token).unwrap();
+    assert_eq!(id.subject, "ci-bot");
+    assert_eq!(id.client_id, "ci-bot");
+    assert_eq!(id.kind, PrincipalKind::App);
+    assert_eq!(id.scopes, ["all", "read"]);
+    assert!(id.has_scope("all"));
+    assert_eq!(id.audience, [ISSUER]);
+    assert_eq!(id.token_id, issued.claims.jti);
+    assert_eq!(id.expires_at, T0 + 1800);
+    let u = &id.user_info;
+    assert_eq!((u.subject.as_str(), u.name.as_str(), u.preferred_username.as_str()), ("ci-bot", "CI bot", "ci-bot"));
+    let ac = &u.additional_claims;
+    assert_eq!(ac["iss"], ISSUER);
+    assert_eq!(ac["sub"], "ci-bot");
+    assert_eq!(ac["aud"], json!([ISSUER]));
+    assert_eq!(ac["exp"], T0 + 1800);
+    assert_eq!(ac["iat"], T0);
+    assert_eq!(ac["jti"], issued.claims.jti.as_str());
+    assert_eq!(ac["client_id"], "ci-bot");
+    assert_eq!(ac["scp"], json!(["all", "read"]));
+    assert_eq!(ac["scope"], "all read");
+
+    let mut req = app_request();
+    req.client_name = None;
+    let id = f.validator.validate(&f.issuer.issue(&req).unwrap().access_token).unwrap();
+    assert_eq!(id.user_info.name, "ci-bot");
+}
+
+#[test]
+fn user_tokens_carry_their_user_info() {
+    let f = fixture();
+    let req = AccessTokenRequest {
+        subject: "00u1abc".into(),
+        client_id: "flytectl".into(),
+        client_name: None,
+        audience: vec![ISSUER.into()],
+        scopes: vec!["all".into(), "offline".into()],
+        user_info: Some(UserInfo {
+            subject: "00u1abc".into(),
+            name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            ..UserInfo::default()
+        }),
+    };
+    let id = f.validator.validate(&f.issuer.issue(&req).unwrap().access_token).unwrap();
+    assert_eq!(id.kind, PrincipalKind::User);
+    assert_eq!(id.user_info.name, "Ada Lovelace");
+    assert_eq!(id.user_info.email, "ada@example.com");
+    assert_eq!(id.user_info.additional_claims["client_id"], "flytectl");
+}
+
+#[test]
+fn garbage_is_malformed() {
+    let f = fixture();
+    for token in ["", "abc", "a.b", "a.b.c.d", "!!!.e30.sig", "eyJhbGciOiJSUzI1NiJ9.!.x", ".."] {
+        assert_eq!(f.validator.validate(token), Err(ValidationError::Malformed), "{token:?}");
+    }
+    // A header that is not JSON.
+    let not_json = format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode("not json"));
+    assert_eq!(f.validator.validate(&not_json), Err(ValidationError::Malformed));
+    // Valid signature over a payload that is not JSON.
+    let key = current_key();
+    let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json(key.kid()).to_string()), URL_SAFE_NO_PAD.encode("[1,2"));
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256).unwrap();
+    assert_eq!(f.validator.validate(&format!("{message}.{sig}")), Err(ValidationError::Malformed));
+    // A signature that is not base64url.
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    let (message, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(f.validator.validate(&format!("{message}.***")), Err(ValidationError::Malformed));
+}
+
+#[test]
+fn alg_none_is_refused() {
+    let f = fixture();
+    let mut header = header_json(current_key().kid());
+    header["alg"] = json!("none");
+    let token = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims_json().to_string())
+    );
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+    let mut header = header_json(current_key().kid());
+    header.as_object_mut().unwrap().remove("alg");
+    let token = sign_raw(&header, &claims_json(), current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+}
+
+#[test]
+fn hs256_signed_with_the_public_key_is_refused() {
+    let f = fixture();
+    let key = current_key();
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid().into());
+    for secret in [key.public().modulus().to_vec(), serde_json::to_vec(&key.public().jwk()).unwrap()] {
+        let token = jsonwebtoken::encode(&header, &claims_json(), &EncodingKey::from_secret(&secret)).unwrap();
+        assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+    }
+    let mut header = header_json(key.kid());
+    header["alg"] = json!("RS512");
+    assert_eq!(
+        f.validator.validate(&sign_raw(&header, &claims_json(), key)),
+        Err(ValidationError::UnsupportedAlgorithm)
+    );
+}
+
+#[test]
+fn unknown_or_missing_kid_is_refused() {
+    let f = fixture();
+    let token = sign_raw(&header_json("not-a-key"), &claims_json(), current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnknownKey));
+
+    let mut header = header_json("");
+    header.as_object_mut().unwrap().remove("kid");
+    let token = sign_raw(&header, &claims_json(), current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnknownKey));
+
+    // Signed by a key the ring does not hold.
+    let [(current, _), (other, _)] = test_keys();
+    let ring = Arc::new(KeyRing::new(current.clone(), None));
+    let validator = TokenValidator::new(ring, ISSUER.into(), audiences(), LEEWAY, f.clock.clone());
+    let token = sign_raw(&header_json(other.kid()), &claims_json(), other);
+    assert_eq!(validator.validate(&token), Err(ValidationError::UnknownKey));
+}
+
+#[test]
+fn tampering_breaks_the_signature() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims = decode_part(parts[1]);
+    claims["scp"] = json!(["all", "admin"]);
+    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
+    assert_eq!(f.validator.validate(&tampered), Err(ValidationError::BadSignature));
+
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    sig[10] ^= 1;
+    let flipped = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig));
+    assert_eq!(f.validator.validate(&flipped), Err(ValidationError::BadSignature));
+
+    // Claimed to be by the previous key, signed by the current one.
+    let token = sign_raw(&header_json(test_keys()[1].0.kid()), &claims_json(), current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::BadSignature));
+    let empty_sig = format!("{}.{}.", parts[0], parts[1]);
+    assert_eq!(f.validator.validate(&empty_sig), Err(ValidationError::BadSignature));
+}
+
+#[test]
+fn expiry_honours_the_leeway() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    f.clock.advance(time::Duration::seconds(1800 + 29));
+    assert!(f.validator.validate(&token).is_ok(), "expired within the leeway is accepted");
+    f.clock.advance(time::Duration::seconds(1));
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::Expired));
+    f.clock.advance(time::Duration::days(1));
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::Expired));
+
+    let strict = TokenValidator::new(f.ring.clone(), ISSUER.into(), audiences(), Duration::ZERO, f.clock.clone());
+    f.clock.set(datetime!(2024-01-01 00:00 UTC));
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    f.clock.advance(time::Duration::seconds(1799));
+    assert!(strict.validate(&token).is_ok());
+    f.clock.advance(time::Duration::seconds(1));
+    assert_eq!(strict.validate(&token), Err(ValidationError::Expired), "exp itself is already too late");
+}
+
+#[test]
+fn not_yet_valid_tokens_are_refused() {
+    let f = fixture();
+    let mut claims = claims_json();
+    claims["nbf"] = json!(T0 + 31);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::NotYetValid));
+    claims["nbf"] = json!(T0 + 30);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert!(f.validator.validate(&token).is_ok(), "nbf within the leeway");
+
+    let mut claims = claims_json();
+    claims["iat"] = json!(T0 + 120);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::NotYetValid), "issued in the future");
+    f.clock.advance(time::Duration::seconds(100));
+    assert!(f.validator.validate(&token).is_ok());
+}
+
+#[test]
+fn issuer_must_match_exactly() {
+    let f = fixture();
+    for iss in [format!("{ISSUER}/"), "https://evil.example.com".to_owned(), String::new()] {
+        let mut claims = claims_json();
+        claims["iss"] = json!(iss);
+        let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+        assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongIssuer), "{iss}");
+    }
+}
+
+#[test]
+fn audience_must_intersect() {
+    let f = fixture();
+    let mut claims = claims_json();
+    claims["aud"] = json!(["https://other.example.com"]);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongAudience));
+    claims["aud"] = json!([]);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongAudience));
+    claims["aud"] = json!(["https://other.example.com", "http://flyteadmin:80"]);
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token).unwrap().audience, ["https://other.example.com", "http://flyteadmin:80"]);
+}
+
+#[test]
+fn audience_and_scp_may_be_strings() {
+    let f = fixture();
+    let mut claims = claims_json();
+    claims["aud"] = json!(ISSUER);
+    claims["scp"] = json!("all offline");
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    let id = f.validator.validate(&token).unwrap();
+    assert_eq!(id.audience, [ISSUER]);
+    assert_eq!(id.scopes, ["all offline"], "a string scp is one scope, as in flyteadmin");
+
+    let mut claims = claims_json();
+    claims.as_object_mut().unwrap().remove("scp");
+    claims["scope"] = json!("all  read");
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token).unwrap().scopes, ["all", "read"]);
+
+    let parsed: AccessTokenClaims = serde_json::from_value(json!({
+        "iss": "i", "sub": "s", "aud": "a", "exp": 1, "iat": 0, "jti": "j", "client_id": "c", "scp": "x"
+    }))
+    .unwrap();
+    assert_eq!((parsed.aud, parsed.scp), (vec!["a".to_owned()], vec!["x".to_owned()]));
+}
+
+#[test]
+fn tokens_signed_by_the_previous_key_are_accepted() {
+    let f = fixture();
+    let [(current, _), (old, _)] = test_keys();
+    let old_ring = Arc::new(KeyRing::new(old.clone(), None));
+    let old_issuer = TokenIssuer::new(old_ring, ISSUER.into(), LIFETIME, f.clock.clone());
+    let token = old_issuer.issue(&app_request()).unwrap().access_token;
+    assert_eq!(f.validator.validate(&token).unwrap().client_id, "ci-bot");
+
+    // Once the old key is gone from the ring, its tokens are unknown.
+    let ring = Arc::new(KeyRing::new(current.clone(), None));
+    let validator = TokenValidator::new(ring, ISSUER.into(), audiences(), LEEWAY, f.clock.clone());
+    assert_eq!(validator.validate(&token), Err(ValidationError::UnknownKey));
+}
+
+#[test]
+fn required_claims_must_be_present() {
+    let f = fixture();
+    for claim in ["exp", "iat", "iss", "sub", "aud", "jti", "client_id"] {
+        let mut claims = claims_json();
+        claims.as_object_mut().unwrap().remove(claim);
+        let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+        assert_eq!(f.validator.validate(&token), Err(ValidationError::MissingClaim(claim)), "{claim}");
+        let mut claims = claims_json();
+        claims[claim] = serde_json::Value::Null;
+        let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+        assert_eq!(f.validator.validate(&token), Err(ValidationError::MissingClaim(claim)), "null {claim}");
+    }
+    let mut claims = claims_json();
+    claims["exp"] = json!("tomorrow");
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::Malformed));
+}
+
+#[test]
+fn only_access_tokens_are_accepted() {
+    let f = fixture();
+    for (typ, ok) in [
+        (json!("at+jwt"), true),
+        (json!("application/at+jwt"), true),
+        (json!("AT+JWT"), true),
+        (json!("JWT"), false),
+        (serde_json::Value::Null, false),
+    ] {
+        let mut header = header_json(current_key().kid());
+        header["typ"] = typ.clone();
+        let token = sign_raw(&header, &claims_json(), current_key());
+        assert_eq!(f.validator.validate(&token).is_ok(), ok, "{typ}");
+    }
+    let mut header = header_json(current_key().kid());
+    header["crit"] = json!(["exp"]);
+    let token = sign_raw(&header, &claims_json(), current_key());
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::Malformed));
+}
+
+#[test]
+fn long_headers_still_decode() {
+    let f = fixture();
+    let mut header = header_json(current_key().kid());
+    header["x-padding"] = json!("p".repeat(2000));
+    let token = sign_raw(&header, &claims_json(), current_key());
+    assert!(f.validator.validate(&token).is_ok());
+}
+
+#[test]
+fn reasons_are_snake_case_labels() {
+    let all = [
+        (ValidationError::Malformed, "malformed"),
+        (ValidationError::UnsupportedAlgorithm, "unsupported_algorithm"),
+        (ValidationError::UnknownKey, "unknown_key"),
+        (ValidationError::BadSignature, "bad_signature"),
+        (ValidationError::Expired, "expired"),
+        (ValidationError::NotYetValid, "not_yet_valid"),
+        (ValidationError::WrongIssuer, "wrong_issuer"),
+        (ValidationError::WrongAudience, "wrong_audience"),
+        (ValidationError::MissingClaim("exp"), "missing_claim"),
+    ];
+    for (e, label) in all {
+        assert_eq!(e.reason(), label);
+        assert!(!e.to_string().is_empty());
+    }
+    assert!(ValidationError::MissingClaim("jti").to_string().contains("jti"));
+}
+
+#[test]
+fn jsonwebtoken_error_kinds_map_onto_reasons() {
+    use jsonwebtoken::errors::ErrorKind as K;
+    assert_eq!(ValidationError::from_jwt(&K::InvalidSignature), ValidationError::BadSignature);
+    assert_eq!(ValidationError::from_jwt(&K::InvalidAlgorithm), ValidationError::UnsupportedAlgorithm);
+    assert_eq!(ValidationError::from_jwt(&K::ExpiredSignature), ValidationError::Expired);
+    assert_eq!(ValidationError::from_jwt(&K::ImmatureSignature), ValidationError::NotYetValid);
+    assert_eq!(ValidationError::from_jwt(&K::InvalidIssuer), ValidationError::WrongIssuer);
+    assert_eq!(ValidationError::from_jwt(&K::InvalidAudience), ValidationError::WrongAudience);
+    assert_eq!(ValidationError::from_jwt(&K::MissingRequiredClaim("exp".into())), ValidationError::MissingClaim("exp"));
+    assert_eq!(ValidationError::from_jwt(&K::InvalidToken), ValidationError::Malformed);
+}
+
+#[test]
+fn debug_output_of_issuer_and_validator_is_safe() {
+    let f = fixture();
+    let debug = format!("{:?} {:?}", f.issuer, f.validator);
+    assert!(debug.contains(ISSUER));
+    assert!(!debug.contains("PRIVATE"));
+}
+
+/// `cargo test -p flyteauth-core --release -- --ignored --nocapture validate_cost` prints how validation compares
+/// with the bare signature check it contains.
+#[test]
+#[ignore = "timing; run by hand in release mode"]
+fn validate_cost_vs_bare_signature() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    let key = f.ring.current().public().decoding_key();
+    let n = 5_000;
+    let time = |run: &dyn Fn()| {
+        for _ in 0..500 {
+            run();
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            run();
+        }
+        start.elapsed() / n
+    };
+    let bare = time(&|| {
+        assert!(jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::RS256).unwrap());
+    });
+    let full = time(&|| {
+        assert!(f.validator.validate(&token).is_ok());
+    });
+    println!("bare {bare:?}, validate {full:?}, ratio {:.3}", full.as_secs_f64() / bare.as_secs_f64());
+}

@@ -1,0 +1,80 @@
+//! The routes: one table of every endpoint, grouped so later capabilities (login pages, ingress
+//! endpoints, API keys) slot in as new groups.
+
+use crate::dispatch::Dispatch;
+use crate::state::AppState;
+use crate::{connect, grpc, health, http_api, metrics, oauth, rpc};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+/// The OAuth 2.0 authorization server endpoints and discovery documents.
+fn oauth_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/oauth2/token",
+            post(oauth::token)
+                .fallback(oauth::token_method_not_allowed)
+                .layer(DefaultBodyLimit::max(oauth::MAX_TOKEN_REQUEST_BYTES)),
+        )
+        .route("/oauth2/jwks", get(oauth::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::server_metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth::server_metadata),
+        )
+}
+
+/// flyteadmin's HTTP forms of the Flyte services.
+fn flyte_http_routes() -> Router<AppState> {
+    Router::new()
+        .route("/config/v1/flyte_client", get(http_api::flyte_client))
+        .route("/me", get(http_api::me))
+}
+
+/// Unknown paths: a Connect-shaped 404 for `/<package>.<Service>/<Method>`, a JSON 404 otherwise.
+async fn not_found(uri: Uri) -> Response {
+    let path = uri.path();
+    let looks_like_rpc = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, method)| service.contains('.') && !method.contains('/'));
+    if looks_like_rpc {
+        return connect::not_found(uri).await;
+    }
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
+    )
+        .into_response()
+}
+
+/// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes and metrics.
+pub fn http_router(state: AppState) -> Router {
+    let store = state.store.clone();
+    let ready = move || {
+        let store = store.clone();
+        async move { store.ping().await }
+    };
+    Router::new()
+        .merge(oauth_routes())
+        .merge(flyte_http_routes())
+        .merge(rpc::connect_routes::router())
+        .with_state(state)
+        .merge(health::router(ready))
+        .route("/metrics", get(metrics::handler))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(metrics::track))
+}
+
+/// The single service behind the listener: gRPC to tonic, the rest to [`http_router`].
+pub fn service(state: AppState) -> Dispatch {
+    let (_reporter, health_service) = health::grpc_service();
+    let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
+    Dispatch::new(grpc_routes, http_router(state))
+}

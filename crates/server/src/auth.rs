@@ -1,0 +1,165 @@
+//! Who is calling: bearer-token extraction and validation for every protected call.
+//!
+//! This is the hot path (every RPC, every `/me`): a header lookup, one signature check in
+//! [`flyteauth_core::token::TokenValidator`], no database round trip.
+
+use crate::error::{ApiError, CredentialProblem};
+use crate::metrics;
+use crate::state::AppState;
+use flyteauth_core::identity::Identity;
+use http::{HeaderMap, HeaderName};
+
+/// The scope every platform call requires (flyteadmin's blanket authorization).
+pub const PLATFORM_SCOPE: &str = "all";
+
+/// Finds the bearer token: `authorization` first, then the deployment's custom header
+/// (`flyte-authorization` by default), because the SDKs use either depending on the flow.
+///
+/// A header that is present but not `Bearer <token>` is reported as malformed only when no
+/// other header carries a bearer token (a proxy may use `authorization: Basic …`).
+pub fn bearer_token<'h>(
+    headers: &'h HeaderMap,
+    custom: &HeaderName,
+) -> Result<&'h str, CredentialProblem> {
+    let mut malformed = false;
+    for name in [&http::header::AUTHORIZATION, custom] {
+        for value in headers.get_all(name) {
+            match parse_bearer(value.as_bytes()) {
+                Some(token) => return Ok(token),
+                None => malformed = true,
+            }
+        }
+    }
+    Err(if malformed {
+        CredentialProblem::MalformedHeader
+    } else {
+        CredentialProblem::Missing
+    })
+}
+
+/// `Bearer <token>` with the scheme in any case (RFC 7235 §2.1) and surrounding blanks ignored.
+fn parse_bearer(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim_start();
+    (!token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// Validates the caller's bearer token and returns its identity.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    custom: &HeaderName,
+) -> Result<Identity, ApiError> {
+    let outcome = bearer_token(headers, custom).and_then(|token| {
+        state
+            .validator
+            .validate(token)
+            .map_err(CredentialProblem::Invalid)
+    });
+    outcome.map_err(|problem| {
+        metrics::validation_failed(problem.reason());
+        ApiError::Credentials(problem)
+    })
+}
+
+/// Authenticates a platform call: valid credentials carrying the `all` scope.
+pub fn authorize_platform_call(
+    state: &AppState,
+    headers: &HeaderMap,
+    custom: &HeaderName,
+) -> Result<Identity, ApiError> {
+    let identity = authenticate(state, headers, custom)?;
+    if identity.has_scope(PLATFORM_SCOPE) {
+        Ok(identity)
+    } else {
+        metrics::validation_failed("insufficient_scope");
+        Err(ApiError::InsufficientScope(PLATFORM_SCOPE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn custom() -> HeaderName {
+        HeaderName::from_static("flyte-authorization")
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc  "] {
+            let mut map = HeaderMap::new();
+            map.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            assert_eq!(bearer_token(&map, &custom()), Ok("abc"), "{value}");
+        }
+    }
+
+    #[test]
+    fn custom_header_is_accepted_and_authorization_wins() {
+        let map = headers(&[("flyte-authorization", "Bearer custom")]);
+        assert_eq!(bearer_token(&map, &custom()), Ok("custom"));
+        let map = headers(&[
+            ("flyte-authorization", "Bearer custom"),
+            ("authorization", "Bearer standard"),
+        ]);
+        assert_eq!(bearer_token(&map, &custom()), Ok("standard"));
+    }
+
+    #[test]
+    fn basic_authorization_does_not_hide_a_custom_bearer() {
+        let map = headers(&[
+            ("authorization", "Basic dXNlcjpwdw=="),
+            ("flyte-authorization", "Bearer custom"),
+        ]);
+        assert_eq!(bearer_token(&map, &custom()), Ok("custom"));
+    }
+
+    #[test]
+    fn missing_and_malformed_are_told_apart() {
+        assert_eq!(
+            bearer_token(&HeaderMap::new(), &custom()),
+            Err(CredentialProblem::Missing)
+        );
+        for value in ["Bearer", "Bearer ", "Token abc", "Bearer a b", "Basic xyz"] {
+            let mut map = HeaderMap::new();
+            map.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            assert_eq!(
+                bearer_token(&map, &custom()),
+                Err(CredentialProblem::MalformedHeader),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_header_is_malformed_not_a_panic() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        );
+        assert_eq!(
+            bearer_token(&map, &custom()),
+            Err(CredentialProblem::MalformedHeader)
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! The one place where errors become responses.
+//!
+//! Handlers return [`ApiError`]; this module turns it into an HTTP response (RFC 6749 JSON on
+//! `/oauth2/*`, RFC 6750 challenges on protected resources) or into a [`tonic::Status`], which
+//! the gRPC services return directly and the Connect layer maps to its JSON error form.
+//!
+//! UNAUTHENTICATED is reserved for missing, invalid or expired credentials: both Flyte SDKs start
+//! a (possibly browser) login when they see it, and the `flyte` SDK does the same for any message
+//! containing "unauthorized" or "unauthenticated", so no other error uses that code or those words.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flyteauth_core::oauth::{ErrorCode, OAuthError};
+use flyteauth_core::token::ValidationError;
+use serde::Serialize;
+
+/// Why a request carried no usable credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialProblem {
+    /// No bearer token in any accepted header.
+    Missing,
+    /// A credential header was present but is not `Bearer <token>`.
+    MalformedHeader,
+    /// The token failed validation.
+    Invalid(ValidationError),
+}
+
+impl CredentialProblem {
+    /// Short, client-safe description.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "no bearer token was presented",
+            Self::MalformedHeader => "the credential header is not of the form 'Bearer <token>'",
+            Self::Invalid(ValidationError::Expired) => "the access token has expired",
+            Self::Invalid(ValidationError::NotYetValid) => "the access token is not valid yet",
+            Self::Invalid(ValidationError::WrongAudience) => {
+                "the access token was issued for another audience"
+            }
+            Self::Invalid(ValidationError::WrongIssuer) => {
+                "the access token was issued by another issuer"
+            }
+            Self::Invalid(_) => "the access token is invalid",
+        }
+    }
+
+    /// Metric label for this problem.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::MalformedHeader => "malformed_header",
+            Self::Invalid(e) => e.reason(),
+        }
+    }
+}
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Missing, invalid or expired credentials on a protected resource.
+    #[error("{}", .0.description())]
+    Credentials(CredentialProblem),
+    /// Valid credentials without the scope the resource needs.
+    #[error("the access token lacks the scope '{0}' this call requires")]
+    InsufficientScope(&'static str),
+    /// An OAuth 2.0 protocol error from `/oauth2/*` (RFC 6749 §5.2).
+    #[error("{0}")]
+    OAuth(OAuthError),
+    /// The client-authentication failure of the token endpoint; `basic` says whether the client
+    /// tried HTTP Basic, in which case RFC 6749 asks for a `WWW-Authenticate` challenge.
+    #[error("client authentication failed")]
+    ClientAuthentication {
+        /// The client used the `Authorization: Basic` header.
+        basic: bool,
+    },
+    /// A dependency (database, key material) failed; the detail is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An internal error whose detail goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+
+    fn log_internal(&self) {
+        if let Self::Internal(detail) = self {
+            tracing::error!(error = %detail, "request failed with an internal error");
+        }
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        Self::OAuth(e)
+    }
+}
+
+/// RFC 6749 §5.2 error body.
+#[derive(Serialize)]
+struct OAuthErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error_description: &'a str,
+}
+
+/// JSON body of errors on non-OAuth HTTP resources such as `/me`.
+#[derive(Serialize)]
+struct ResourceErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+/// Renders an RFC 6749 error response with the no-store headers the spec requires.
+pub fn oauth_error_response(code: ErrorCode, description: &str) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = OAuthErrorBody {
+        error: code.as_str(),
+        error_description: description,
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    no_store(&mut response);
+    response
+}
+
+/// Marks a response as uncacheable (RFC 6749 §5.1).
+pub fn no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn bearer_challenge(problem: &CredentialProblem) -> HeaderValue {
+    match problem {
+        // RFC 6750 §3.1: a request without credentials gets a challenge without an error code.
+        CredentialProblem::Missing => HeaderValue::from_static("Bearer realm=\"flyteauth\""),
+        CredentialProblem::MalformedHeader => HeaderValue::from_static(
+            "Bearer realm=\"flyteauth\", error=\"invalid_request\", error_description=\"malformed authorization header\"",
+        ),
+        CredentialProblem::Invalid(_) => {
+            HeaderValue::from_static("Bearer realm=\"flyteauth\", error=\"invalid_token\"")
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_internal();
+        match &self {
+            Self::Credentials(problem) => {
+                let error = match problem {
+                    CredentialProblem::MalformedHeader => "invalid_request",
+                    _ => "invalid_token",
+                };
+                let body = ResourceErrorBody {
+                    error,
+                    error_description: problem.description(),
+                };
+                let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, bearer_challenge(problem));
+                response
+            }
+            Self::InsufficientScope(scope) => {
+                let description = format!("the access token lacks the scope '{scope}'");
+                let body = ResourceErrorBody {
+                    error: "insufficient_scope",
+                    error_description: &description,
+                };
+                let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+                let challenge = format!(
+                    "Bearer realm=\"flyteauth\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Self::OAuth(e) => oauth_error_response(e.code, &e.description),
+            Self::ClientAuthentication { basic } => {
+                let mut response = oauth_error_response(
+                    ErrorCode::InvalidClient,
+                    "client authentication failed",
+                );
+                if *basic {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"flyteauth\""),
+                    );
+                }
+                response
+            }
+            Self::Internal(_) => {
+                oauth_error_response(ErrorCode::ServerError, "the server could not complete the request")
+            }
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.log_internal();
+        match &e {
+            ApiError::Credentials(problem) => tonic::Status::unauthenticated(problem.description()),
+            // Not UNAUTHENTICATED: the caller is known, re-running a login would not help.
+            ApiError::InsufficientScope(_) => tonic::Status::permission_denied(e.to_string()),
+            ApiError::OAuth(o) => tonic::Status::invalid_argument(o.description.to_string()),
+            ApiError::ClientAuthentication { .. } => {
+                tonic::Status::invalid_argument("client authentication failed")
+            }
+            ApiError::Internal(_) => tonic::Status::internal("the server could not complete the request"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_non_credential_error_uses_words_that_trigger_a_login() {
+        let errors = [
+            ApiError::InsufficientScope("all"),
+            ApiError::internal("db down"),
+            ApiError::ClientAuthentication { basic: true },
+            ApiError::OAuth(OAuthError {
+                code: ErrorCode::InvalidScope,
+                description: "scope 'x' is not allowed".into(),
+            }),
+        ];
+        for e in errors {
+            let status = tonic::Status::from(e);
+            assert_ne!(status.code(), tonic::Code::Unauthenticated);
+            assert_ne!(status.code(), tonic::Code::Unknown);
+            let message = status.message().to_lowercase();
+            assert!(!message.contains("unauthorized"), "{message}");
+            assert!(!message.contains("unauthenticated"), "{message}");
+        }
+    }
+
+    #[test]
+    fn credential_errors_are_unauthenticated_with_a_bearer_challenge() {
+        for problem in [
+            CredentialProblem::Missing,
+            CredentialProblem::MalformedHeader,
+            CredentialProblem::Invalid(ValidationError::Expired),
+        ] {
+            let status = tonic::Status::from(ApiError::Credentials(problem));
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            let response = ApiError::Credentials(problem).into_response();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap_or_default();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_client() {
+        let status = tonic::Status::from(ApiError::internal("password=hunter2"));
+        assert!(!status.message().contains("hunter2"));
+    }
+}

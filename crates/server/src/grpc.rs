@@ -1,0 +1,103 @@
+//! Native gRPC bindings of the methods in [`crate::rpc`] (flytekit, flytectl, Flyte 1 services).
+
+use crate::rpc::{self, IntoWire};
+use crate::state::AppState;
+use flyteauth_proto::flyteidl::service as v1;
+use flyteauth_proto::flyteidl2::auth as v2;
+use tonic::{Request, Response, Status};
+
+/// Implements the Flyte 1 and Flyte 2 auth services over gRPC.
+#[derive(Clone, Debug)]
+pub struct Services {
+    state: AppState,
+}
+
+impl Services {
+    /// Wraps the shared state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn user_info(&self, metadata: &tonic::metadata::MetadataMap) -> Result<flyteauth_core::identity::UserInfo, Status> {
+        // The header map view of the metadata borrows; no copy on the hot path.
+        rpc::user_info(&self.state, metadata_headers(metadata), &self.state.grpc_header)
+            .map_err(Status::from)
+    }
+
+    /// All services, ready to be added to a tonic router.
+    pub fn routes(state: AppState) -> tonic::service::Routes {
+        let services = Self::new(state);
+        tonic::service::Routes::new(v1::auth_metadata_service_server::AuthMetadataServiceServer::new(
+            services.clone(),
+        ))
+        .add_service(v1::identity_service_server::IdentityServiceServer::new(
+            services.clone(),
+        ))
+        .add_service(v2::auth_metadata_service_server::AuthMetadataServiceServer::new(
+            services.clone(),
+        ))
+        .add_service(v2::identity_service_server::IdentityServiceServer::new(
+            services,
+        ))
+    }
+}
+
+fn metadata_headers(metadata: &tonic::metadata::MetadataMap) -> &http::HeaderMap {
+    metadata.as_ref()
+}
+
+#[tonic::async_trait]
+impl v1::auth_metadata_service_server::AuthMetadataService for Services {
+    async fn get_o_auth2_metadata(
+        &self,
+        _request: Request<v1::OAuth2MetadataRequest>,
+    ) -> Result<Response<v1::OAuth2MetadataResponse>, Status> {
+        Ok(Response::new(rpc::oauth2_metadata(&self.state).into_wire()))
+    }
+
+    async fn get_public_client_config(
+        &self,
+        _request: Request<v1::PublicClientAuthConfigRequest>,
+    ) -> Result<Response<v1::PublicClientAuthConfigResponse>, Status> {
+        Ok(Response::new(rpc::public_client_config(&self.state).into_wire()))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::identity_service_server::IdentityService for Services {
+    async fn user_info(
+        &self,
+        request: Request<v1::UserInfoRequest>,
+    ) -> Result<Response<v1::UserInfoResponse>, Status> {
+        let info = Services::user_info(self, request.metadata())?;
+        Ok(Response::new(info.into_wire()))
+    }
+}
+
+#[tonic::async_trait]
+impl v2::auth_metadata_service_server::AuthMetadataService for Services {
+    async fn get_o_auth2_metadata(
+        &self,
+        _request: Request<v2::GetOAuth2MetadataRequest>,
+    ) -> Result<Response<v2::GetOAuth2MetadataResponse>, Status> {
+        Ok(Response::new(rpc::oauth2_metadata(&self.state).into_wire()))
+    }
+
+    async fn get_public_client_config(
+        &self,
+        _request: Request<v2::GetPublicClientConfigRequest>,
+    ) -> Result<Response<v2::GetPublicClientConfigResponse>, Status> {
+        Ok(Response::new(rpc::public_client_config(&self.state).into_wire()))
+    }
+}
+
+#[tonic::async_trait]
+impl v2::identity_service_server::IdentityService for Services {
+    async fn user_info(
+        &self,
+        request: Request<v2::UserInfoRequest>,
+    ) -> Result<Response<v2::UserInfoResponse>, Status> {
+        let info = Services::user_info(self, request.metadata())?;
+        Ok(Response::new(info.into_wire()))
+    }
+}

@@ -1,0 +1,34 @@
+//! The flyteauth server: thin handlers over `flyteauth-core` and `flyteauth-store`, served over
+//! HTTP/1.1, HTTP/2, gRPC and Connect on one listener.
+//!
+//! Where to look:
+//! - [`app`]: every route, grouped by capability;
+//! - [`oauth`]: `POST /oauth2/token`, `GET /oauth2/jwks`, discovery documents;
+//! - [`rpc`]: the Flyte services, written once (gRPC bindings in [`grpc`], Connect routes in
+//!   [`rpc::connect_routes`]); [`http_api`]: `/me` and `/config/v1/flyte_client`;
+//! - [`auth`]: bearer-token extraction and validation (the hot path);
+//! - [`error`]: the one place errors become HTTP, gRPC and Connect responses;
+//! - [`serve`]: start-up; [`embedded`]: the no-configuration default;
+//! - transport: [`listener`], [`tls`], [`dispatch`], [`connect`]; operations: [`health`],
+//!   [`metrics`], [`telemetry`].
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod auth;
+pub mod connect;
+pub mod dispatch;
+pub mod embedded;
+pub mod error;
+pub mod form;
+pub mod grpc;
+pub mod health;
+pub mod http_api;
+pub mod listener;
+pub mod metrics;
+pub mod oauth;
+pub mod rpc;
+pub mod serve;
+pub mod state;
+pub mod telemetry;
+pub mod tls;

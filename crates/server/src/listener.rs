@@ -1,0 +1,310 @@
+//! The single listener: accept loop, optional TLS, HTTP/1.1 + HTTP/2 per connection, graceful
+//! shutdown.
+//!
+//! Each accepted socket gets its own task. The protocol is detected from the first bytes
+//! (hyper-util's auto builder), so one port serves HTTP/1.1 (Connect over plaintext, browsers,
+//! curl), h2c with prior knowledge (grpcio over plaintext) and, behind TLS with ALPN
+//! `h2`/`http/1.1`, both again. Per-connection failures are logged at debug and never stop the
+//! loop. Requests carry the peer address as axum's `ConnectInfo<SocketAddr>` extension.
+
+use std::error::Error as StdError;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::{Service, ServiceExt as _};
+
+/// Connection-level limits and timeouts of [`serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Time a connection may take to deliver its first request, and an HTTP/1.1 request its
+    /// headers (flyteadmin's `server.readHeaderTimeoutSeconds`). Connections that never send a
+    /// request are closed after it, so idle sockets cannot pin connection slots.
+    pub read_header_timeout: Duration,
+    /// Time allowed for the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Upper bound on open connections; further clients wait in the kernel's accept backlog.
+    /// `None` means unbounded.
+    pub max_connections: Option<usize>,
+    /// After shutdown starts, how long in-flight requests may take before connections are cut.
+    pub shutdown_grace: Duration,
+    /// Interval of HTTP/2 keep-alive pings, which detect dead peers on idle gRPC channels.
+    pub http2_keep_alive_interval: Option<Duration>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            read_header_timeout: Duration::from_secs(32),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: None,
+            // Under Kubernetes' default 30 s termination grace period.
+            shutdown_grace: Duration::from_secs(25),
+            http2_keep_alive_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains.
+///
+/// With `tls`, every connection first completes a TLS handshake (ALPN comes from the config, see
+/// [`crate::tls::server_config`]). On shutdown the listener is closed, idle connections are
+/// closed, HTTP/2 connections get GOAWAY, and in-flight requests may finish within
+/// [`ServeOptions::shutdown_grace`]; connections still open after that are aborted.
+///
+/// Accept errors (e.g. file-descriptor exhaustion) are logged and retried with a short pause, so
+/// this only returns once shutdown has completed.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    opts: ServeOptions,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let acceptor = tls.map(TlsAcceptor::from);
+    let builder = http_builder(&opts);
+    let limiter = opts.max_connections.map(|n| Arc::new(Semaphore::new(n.max(1))));
+    let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = acceptor.is_some(), "listening");
+    }
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(err) = joined
+                    && err.is_panic()
+                {
+                    tracing::error!("a connection task panicked");
+                }
+            }
+            (permit, accepted) = accept(&listener, limiter.as_ref()) => {
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        accept_error(err).await;
+                        continue;
+                    }
+                };
+                let conn = Conn {
+                    peer,
+                    acceptor: acceptor.clone(),
+                    builder: builder.clone(),
+                    service: service.clone(),
+                    watcher: graceful.watcher(),
+                    opts,
+                    _permit: permit,
+                };
+                tasks.spawn(conn.run(tcp));
+            }
+        }
+    }
+
+    drop(listener);
+    tracing::info!(
+        connections = tasks.len(),
+        grace = ?opts.shutdown_grace,
+        "shutting down: no longer accepting, draining connections"
+    );
+    let drain = async {
+        graceful.shutdown().await;
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(opts.shutdown_grace, drain).await.is_err() {
+        tracing::warn!(
+            connections = tasks.len(),
+            "shutdown grace period over; closing the remaining connections"
+        );
+    }
+    tasks.shutdown().await;
+    tracing::info!("listener stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.read_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(opts.http2_keep_alive_interval);
+    builder
+}
+
+/// Waits for a connection slot (if limited), then for a connection. Cancel-safe: dropping it
+/// releases the slot, and `TcpListener::accept` loses no connection.
+async fn accept(
+    listener: &TcpListener,
+    limiter: Option<&Arc<Semaphore>>,
+) -> (Option<OwnedSemaphorePermit>, io::Result<(TcpStream, SocketAddr)>) {
+    let permit = match limiter {
+        // The semaphore is never closed, so acquiring cannot fail.
+        Some(limiter) => Arc::clone(limiter).acquire_owned().await.ok(),
+        None => None,
+    };
+    (permit, listener.accept().await)
+}
+
+async fn accept_error(err: io::Error) {
+    match err.kind() {
+        // The peer gave up between SYN and accept: nothing to do.
+        io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::Interrupted => {
+            tracing::debug!(error = %err, "accept failed");
+        }
+        // Typically EMFILE/ENFILE: pause instead of spinning until descriptors free up.
+        _ => {
+            tracing::warn!(error = %err, "accept failed; retrying shortly");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Everything one connection task owns.
+struct Conn<S> {
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    service: S,
+    watcher: Watcher,
+    opts: ServeOptions,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<S, B> Conn<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    async fn run(self, tcp: TcpStream) {
+        let peer = self.peer;
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "set_nodelay failed");
+        }
+        match self.acceptor.clone() {
+            None => self.serve_io(TokioIo::new(tcp)).await,
+            Some(acceptor) => {
+                let handshake = acceptor.accept(tcp);
+                match tokio::time::timeout(self.opts.tls_handshake_timeout, handshake).await {
+                    Ok(Ok(stream)) => self.serve_io(TokioIo::new(stream)).await,
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_io<I>(self, io: I)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Self {
+            peer,
+            builder,
+            service,
+            watcher,
+            opts,
+            ..
+        } = self;
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&started);
+        let svc = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            service.clone().oneshot(request)
+        });
+        let conn = watcher.watch(builder.serve_connection(io, svc));
+        tokio::select! {
+            result = conn => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            }
+            () = first_request_deadline(&started, opts.read_header_timeout) => {
+                tracing::debug!(%peer, "no request before the read-header timeout; closing");
+            }
+        }
+    }
+}
+
+/// Resolves after `timeout` unless a request has started by then, in which case it never does.
+async fn first_request_deadline(started: &AtomicBool, timeout: Duration) {
+    tokio::time::sleep(timeout).await;
+    if started.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_bounded() {
+        let opts = ServeOptions::default();
+        assert_eq!(opts.read_header_timeout, Duration::from_secs(32));
+        assert!(opts.shutdown_grace < Duration::from_secs(30));
+        assert!(opts.tls_handshake_timeout <= Duration::from_secs(10));
+    }
+}

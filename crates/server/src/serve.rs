@@ -1,0 +1,267 @@
+//! `flyteauth serve`: load the configuration, its secrets and the store, then serve until SIGTERM.
+
+use crate::embedded::{self, DefaultClient, EmbeddedError};
+use crate::state::{AppState, StateError};
+use crate::{app, listener, tls};
+use flyteauth_core::clock::{Clock, SystemClock};
+use flyteauth_core::config::{AuthServerType, Config, ConfigError};
+use flyteauth_core::secrets::{AuthSecrets, SecretError, SecretSource, TOKEN_RSA_KEY};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `flyteauth serve` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// A flyteadmin-compatible configuration file; none means the embedded default.
+    pub config_file: Option<PathBuf>,
+    /// The data directory (embedded default: database, secrets, default client, TLS files).
+    pub data_dir: Option<PathBuf>,
+    /// Overrides the listen address and port.
+    pub listen: Option<SocketAddr>,
+    /// Serve TLS with a locally generated CA and certificate.
+    pub self_signed_tls: bool,
+}
+
+/// Why the server could not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret is missing or malformed.
+    #[error("{0}")]
+    Secrets(#[from] SecretError),
+    /// The embedded default could not be prepared.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] flyteauth_store::StoreError),
+    /// The configuration does not describe a servable state.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// TLS material could not be loaded or generated.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// A feature the configuration asks for does not exist yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The listener failed while serving.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The configuration and data directory `serve` runs with, after defaults and overrides.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The effective configuration.
+    pub config: Config,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// `true` when no configuration file was given.
+    pub embedded: bool,
+    /// Warnings to log once the logger is up.
+    pub warnings: Vec<String>,
+    /// The CA a client must trust when serving a self-signed certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Resolves configuration, data directory, listen address and TLS files without serving.
+pub fn prepare(options: &ServeOptions) -> Result<Prepared, StartupError> {
+    let (mut config, warnings, embedded) = match &options.config_file {
+        Some(file) => {
+            let loaded = Config::from_file(file)?;
+            (loaded.config, loaded.warnings, false)
+        }
+        None => {
+            let dir = embedded::data_dir(options.data_dir.as_deref())?;
+            (Config::embedded_default(&dir), Vec::new(), true)
+        }
+    };
+    let data_dir = match (&options.data_dir, &config.flyteauth.data_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => embedded::data_dir(None)?,
+    };
+    let mut listen = config.listen_addr(!embedded);
+    if let Some(addr) = options.listen {
+        listen = addr;
+        config.server.http_port = addr.port();
+    }
+    let mut ca_file = None;
+    if options.self_signed_tls {
+        let dir = data_dir.join("tls");
+        embedded::ensure_private_dir(&data_dir)?;
+        let paths = tls::write_self_signed(&dir, &tls::default_hosts())?;
+        config.server.security.secure = true;
+        config.server.security.ssl.certificate_file = Some(paths.server_cert);
+        config.server.security.ssl.key_file = Some(paths.server_key);
+        ca_file = Some(paths.ca_cert);
+    }
+    if embedded {
+        // The embedded default's public URLs follow the actual port and scheme.
+        let scheme = if config.server.security.secure { "https" } else { "http" };
+        let port = config.server.http_port;
+        config.auth.authorized_uris = ["localhost", "127.0.0.1"]
+            .iter()
+            .filter_map(|host| url::Url::parse(&format!("{scheme}://{host}:{port}")).ok())
+            .collect();
+    }
+    config.validate()?;
+    if config.auth.app_auth.auth_server_type == AuthServerType::External {
+        return Err(StartupError::Unsupported(
+            "auth.appAuth.authServerType: External is not supported yet; use Self",
+        ));
+    }
+    Ok(Prepared {
+        config,
+        data_dir,
+        listen,
+        embedded,
+        warnings,
+        ca_file,
+    })
+}
+
+/// Generates the embedded default's secret set on first start.
+fn ensure_embedded_secrets(source: &SecretSource, dir: &Path) -> Result<(), StartupError> {
+    if source.read(TOKEN_RSA_KEY)?.is_none() {
+        embedded::ensure_private_dir(dir.parent().unwrap_or(dir))?;
+        let written = flyteauth_core::secrets::write_fresh_set(dir)?;
+        tracing::info!(dir = %dir.display(), files = written.len(), "generated a fresh secret set");
+    }
+    Ok(())
+}
+
+/// A server ready to accept connections: state built, store open, TLS loaded.
+#[derive(Debug)]
+pub struct Server {
+    /// The shared state (exposed for tests and embedding).
+    pub state: AppState,
+    /// Where the configuration asks to listen.
+    pub listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    options: listener::ServeOptions,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(prepared: Prepared) -> Result<(), StartupError> {
+    let server = build(prepared).await?;
+    let tcp = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    server.serve(tcp, listener::shutdown_signal()).await
+}
+
+impl Server {
+    /// Serves on `tcp` until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve(
+        self,
+        tcp: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let local = tcp.local_addr().map_err(StartupError::Serve)?;
+        tracing::info!(listen = %local, public_url = %self.state.metadata.issuer, "flyteauth serving {scheme}, gRPC and Connect");
+        let service = app::service(self.state);
+        listener::serve(tcp, self.tls, service, shutdown, self.options)
+            .await
+            .map_err(StartupError::Serve)?;
+        tracing::info!("flyteauth stopped");
+        Ok(())
+    }
+}
+
+/// Loads secrets, opens the store, prepares the embedded default and builds the state.
+pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
+    if let Err(e) = crate::metrics::install() {
+        tracing::warn!(error = %e, "metrics are unavailable");
+    }
+    for warning in &prepared.warnings {
+        tracing::warn!("{warning}");
+    }
+    let Prepared {
+        config,
+        data_dir,
+        listen,
+        embedded,
+        ca_file,
+        ..
+    } = prepared;
+    if !config.server.security.use_auth && !embedded {
+        tracing::info!(
+            "server.security.useAuth is false: flyteauth authenticates every protected call regardless"
+        );
+    }
+    let source = SecretSource::from_config(&config.secrets);
+    if embedded {
+        ensure_embedded_secrets(&source, source.secrets_prefix())?;
+    }
+    let secrets = AuthSecrets::load(&source, &config)?;
+    let database_url = config.database.url(&data_dir)?;
+    if database_url.starts_with("sqlite:") {
+        embedded::ensure_private_dir(&data_dir)?;
+    }
+    let store = flyteauth_store::connect(&database_url).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let public_url = config.public_url().to_string();
+    let public_url = public_url.trim_end_matches('/').to_owned();
+    if embedded {
+        match embedded::ensure_default_client(store.as_ref(), &data_dir, clock.unix_now()).await? {
+            DefaultClient::Created { secret_file } => {
+                // Printed once, on the terminal of whoever started the server; it names the file, never the secret.
+                println!(
+                    "{}",
+                    embedded::usage_banner(&public_url, &secret_file, ca_file.as_deref())
+                );
+            }
+            DefaultClient::Existing { secret_file } => {
+                tracing::info!(client_id = embedded::DEFAULT_CLIENT_ID, secret_file = %secret_file.display(), "default client");
+            }
+        }
+    }
+    if let Some(ca) = &ca_file {
+        tracing::info!(ca = %ca.display(), "clients must trust this CA (SSL_CERT_FILE, admin.caCertFilePath)");
+    }
+    let tls_config = if config.server.security.secure {
+        let ssl = &config.server.security.ssl;
+        match (&ssl.certificate_file, &ssl.key_file) {
+            (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key)?),
+            _ => {
+                return Err(StartupError::Unsupported(
+                    "server.security.secure needs server.security.ssl.certificateFile and keyFile",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let options = listener::ServeOptions {
+        read_header_timeout: std::time::Duration::from_secs(
+            config.server.read_header_timeout_seconds.max(1),
+        ),
+        ..listener::ServeOptions::default()
+    };
+    let state = AppState::new(config, secrets, store, clock)?;
+    Ok(Server {
+        state,
+        listen,
+        tls: tls_config,
+        options,
+    })
+}

@@ -1,0 +1,193 @@
+//! The state every handler shares, built once at start-up.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use flyteauth_core::clients::{Client, SecretHash};
+use flyteauth_core::clock::Clock;
+use flyteauth_core::config::Config;
+use flyteauth_core::keys::KeyRing;
+use flyteauth_core::metadata::{self, PublicClientConfig, ServerMetadata};
+use flyteauth_core::secrets::AuthSecrets;
+use flyteauth_core::token::{TokenIssuer, TokenValidator};
+use flyteauth_store::{AppRecord, Store};
+use http::HeaderName;
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Why the state could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// `auth.grpcAuthorizationHeader` or `auth.httpAuthorizationHeader` is not a valid header name.
+    #[error("{key}: '{value}' is not a valid HTTP header name")]
+    HeaderName {
+        /// The configuration key.
+        key: &'static str,
+        /// The configured value.
+        value: String,
+    },
+    /// A static client is misconfigured.
+    #[error("auth.appAuth.selfAuthServer.staticClients: {0}")]
+    Clients(#[from] flyteauth_core::clients::ClientError),
+    /// A document could not be serialized.
+    #[error("could not render a metadata document: {0}")]
+    Render(#[from] serde_json::Error),
+}
+
+/// Cheaply cloneable handle to the shared state.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Everything handlers need; immutable after start-up.
+pub struct Shared {
+    /// The effective configuration.
+    pub config: Config,
+    /// The clock every expiry decision uses.
+    pub clock: Arc<dyn Clock>,
+    /// Signing and verification keys.
+    pub keys: Arc<KeyRing>,
+    /// Mints access tokens.
+    pub issuer: TokenIssuer,
+    /// Validates access tokens (the hot path).
+    pub validator: TokenValidator,
+    /// Clients from `staticClients`, by id.
+    pub static_clients: HashMap<String, Client>,
+    /// Persistence shared by every replica.
+    pub store: Arc<dyn Store>,
+    /// The RFC 8414 metadata document.
+    pub metadata: ServerMetadata,
+    /// `GET /config/v1/flyte_client` and GetPublicClientConfig.
+    pub public_client: PublicClientConfig,
+    /// Pre-rendered JSON of [`Self::metadata`].
+    pub metadata_json: Bytes,
+    /// Pre-rendered JWKS document.
+    pub jwks_json: Bytes,
+    /// Token audiences the server accepts.
+    pub accepted_audiences: Vec<String>,
+    /// The audience of tokens minted without an `audience` parameter.
+    pub default_audience: String,
+    /// The extra header gRPC and Connect callers may carry the token in.
+    pub grpc_header: HeaderName,
+    /// The extra header HTTP callers may carry the token in.
+    pub http_header: HeaderName,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("issuer", &self.metadata.issuer)
+            .field("static_clients", &self.static_clients.len())
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header_name(key: &'static str, value: &str) -> Result<HeaderName, StateError> {
+    HeaderName::from_bytes(value.trim().to_ascii_lowercase().as_bytes()).map_err(|_| {
+        StateError::HeaderName {
+            key,
+            value: value.to_owned(),
+        }
+    })
+}
+
+impl AppState {
+    /// Builds the state from a validated configuration, its secrets and an open store.
+    pub fn new(
+        config: Config,
+        secrets: AuthSecrets,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StateError> {
+        let keys = Arc::new(secrets.key_ring);
+        let issuer_url = config.issuer();
+        let self_server = &config.auth.app_auth.self_auth_server;
+        let accepted_audiences = config.accepted_audiences();
+        let issuer = TokenIssuer::new(
+            keys.clone(),
+            issuer_url.clone(),
+            self_server.access_token_lifespan,
+            clock.clone(),
+        );
+        let validator = TokenValidator::new(
+            keys.clone(),
+            issuer_url.clone(),
+            accepted_audiences.clone(),
+            config.flyteauth.token_leeway,
+            clock.clone(),
+        );
+        let static_clients = flyteauth_core::clients::static_clients(self_server)?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        let metadata = metadata::server_metadata(&config);
+        let public_client = metadata::public_client_config(&config);
+        let metadata_json = Bytes::from(serde_json::to_vec(&metadata)?);
+        let jwks_json = Bytes::from(serde_json::to_vec(&keys.jwks())?);
+        let grpc_header = header_name(
+            "auth.grpcAuthorizationHeader",
+            &config.auth.grpc_authorization_header,
+        )?;
+        let http_header = header_name(
+            "auth.httpAuthorizationHeader",
+            &config.auth.http_authorization_header,
+        )?;
+        Ok(Self(Arc::new(Shared {
+            default_audience: issuer_url,
+            config,
+            clock,
+            keys,
+            issuer,
+            validator,
+            static_clients,
+            store,
+            metadata,
+            public_client,
+            metadata_json,
+            jwks_json,
+            accepted_audiences,
+            grpc_header,
+            http_header,
+        })))
+    }
+
+    /// Finds a client by id: static clients first, then apps in the store.
+    pub async fn find_client(&self, client_id: &str) -> Result<Option<Client>, ApiError> {
+        if let Some(client) = self.static_clients.get(client_id) {
+            return Ok(Some(client.clone()));
+        }
+        let record = self
+            .store
+            .get_app(client_id)
+            .await
+            .map_err(ApiError::internal)?;
+        record.map(client_from_app).transpose()
+    }
+}
+
+/// An app from the store as a client of the token endpoint.
+fn client_from_app(app: AppRecord) -> Result<Client, ApiError> {
+    let secret = SecretHash::parse(&app.secret_hash).map_err(|e| {
+        ApiError::internal(format!(
+            "stored secret hash of app '{}' is unreadable: {e}",
+            app.client_id
+        ))
+    })?;
+    Ok(Client {
+        id: app.client_id,
+        name: app.client_name,
+        secret: Some(secret),
+        grant_types: app.grant_types,
+        scopes: app.scopes,
+        audience: app.audience,
+        redirect_uris: app.redirect_uris,
+    })
+}

@@ -1,0 +1,208 @@
+//! Harness for black-box tests: a real flyteauth server on 127.0.0.1 with its own data
+//! directory, secrets, SQLite database and static clients, stopped when the handle drops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use base64::Engine;
+use flyteauth_server::serve::{self, ServeOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::sync::oneshot;
+
+/// The confidential client with scope `all`.
+pub const APP_ID: &str = "test-app";
+/// Its secret; contains characters the Flyte SDKs percent-encode in Basic credentials.
+pub const APP_SECRET: &str = "s3cr+t/=x y";
+/// A confidential client without scope `all`.
+pub const LIMITED_ID: &str = "limited-app";
+/// Its secret.
+pub const LIMITED_SECRET: &str = "limited-secret";
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn bcrypt_b64(secret: &str) -> String {
+    let hash = bcrypt::hash(secret, 4).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(hash)
+}
+
+/// The configuration the harness writes; `extra` is appended under `flyteauth:`-free top level.
+pub fn config_yaml(port: u16, dir: &std::path::Path) -> String {
+    format!(
+        r#"server:
+  httpPort: {port}
+auth:
+  authorizedUris:
+    - http://127.0.0.1:{port}
+  appAuth:
+    selfAuthServer:
+      staticClients:
+        {APP_ID}:
+          id: {APP_ID}
+          client_secret: {app}
+          grant_types: [client_credentials]
+          scopes: [all, read]
+          public: false
+        {LIMITED_ID}:
+          id: {LIMITED_ID}
+          client_secret: {limited}
+          grant_types: [client_credentials]
+          scopes: [read]
+          public: false
+database:
+  sqlite:
+    file: {dir}/flyteauth.db
+secrets:
+  secrets-prefix: {dir}/secrets
+flyteauth:
+  listenAddress: 127.0.0.1
+  dataDir: {dir}
+"#,
+        app = bcrypt_b64(APP_SECRET),
+        limited = bcrypt_b64(LIMITED_SECRET),
+        dir = dir.display(),
+    )
+}
+
+impl TestServer {
+    /// Starts a server with the harness configuration.
+    pub async fn start() -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets")).unwrap();
+        let config_file = dir.path().join("flyteauth.yaml");
+        std::fs::write(&config_file, config_yaml(addr.port(), dir.path())).unwrap();
+        let prepared = serve::prepare(&ServeOptions {
+            config_file: Some(config_file),
+            ..ServeOptions::default()
+        })
+        .unwrap();
+        let server = serve::build(prepared).await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(tcp, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The directory holding the server's secrets.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    /// A client-credentials token for `client_id`, as the Flyte SDKs request it.
+    pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
+        let response = token_request(self, client_id, secret, "scope=").await;
+        assert_eq!(response.status(), 200, "token request failed");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A token of [`APP_ID`].
+    pub async fn app_token(&self) -> String {
+        self.token_for(APP_ID, APP_SECRET).await
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), task)
+                .await
+                .expect("server did not stop within 10 s")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Basic credentials exactly as the Flyte SDKs build them (secret `quote_plus`-encoded first).
+pub fn sdk_basic(client_id: &str, secret: &str) -> String {
+    let mut encoded = String::new();
+    for b in secret.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                encoded.push(b as char)
+            }
+            b' ' => encoded.push('+'),
+            _ => encoded.push_str(&format!("%{b:02X}")),
+        }
+    }
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{encoded}"))
+    )
+}
+
+/// POSTs a client-credentials token request with SDK-style Basic auth and `body` appended.
+pub async fn token_request(
+    server: &TestServer,
+    client_id: &str,
+    secret: &str,
+    extra: &str,
+) -> reqwest::Response {
+    let body = if extra.is_empty() {
+        "grant_type=client_credentials".to_owned()
+    } else {
+        format!("grant_type=client_credentials&{extra}")
+    };
+    reqwest::Client::new()
+        .post(server.url("/oauth2/token"))
+        .header("authorization", sdk_basic(client_id, secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A tonic channel to the server (h2c prior knowledge, as grpcio does).
+pub async fn grpc_channel(server: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// gzip-compresses a Connect request body, as the flyte SDK always does.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
