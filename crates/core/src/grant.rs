@@ -30,7 +30,9 @@ pub struct Grant {
 /// Decides a client_credentials request for an already authenticated `client`.
 ///
 /// - The client must be confidential and allow `client_credentials` (else `unauthorized_client`).
-/// - `scope` absent or empty (the Flyte SDKs send `scope=` when they have none): the client's registered
+/// - `offline`/`offline_access` are dropped from the request: this grant never issues refresh tokens
+///   (RFC 6749 §4.4.3), yet both Flyte SDKs ask for the server-advertised `all offline` by default.
+/// - `scope` absent or empty after that (the SDKs send `scope=` when they have none): the client's registered
 ///   scopes minus `offline`/`offline_access`. Otherwise each space-separated scope must be registered for the
 ///   client (else `invalid_scope`).
 /// - `audience` absent or empty: `[default_audience]`. Otherwise it must be one of `accepted_audiences` or of
@@ -55,7 +57,13 @@ pub fn client_credentials(
     }
 
     let mut scopes: Vec<String> = Vec::new();
-    match req.scope.map(str::trim).filter(|s| !s.is_empty()) {
+    let requested: Vec<&str> = req
+        .scope
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter(|s| !OFFLINE_SCOPES.contains(s))
+        .collect();
+    match (!requested.is_empty()).then_some(requested) {
         None => {
             for s in &client.scopes {
                 if !OFFLINE_SCOPES.contains(&s.as_str()) && !scopes.contains(s) {
@@ -64,7 +72,7 @@ pub fn client_credentials(
             }
         }
         Some(requested) => {
-            for s in requested.split_ascii_whitespace() {
+            for s in requested {
                 if !client.scopes.iter().any(|r| r == s) {
                     return Err(OAuthError::new(
                         ErrorCode::InvalidScope,
@@ -152,7 +160,9 @@ mod tests {
             decide(Some("read  all read"), None).unwrap().scopes,
             ["read", "all"]
         );
-        assert_eq!(decide(Some("offline"), None).unwrap().scopes, ["offline"]);
+        // What the SDKs send by default: offline is dropped, never an error.
+        assert_eq!(decide(Some("all offline"), None).unwrap().scopes, ["all"]);
+        assert_eq!(decide(Some("offline_access"), None).unwrap().scopes, ["all", "read"]);
         let err = decide(Some("all admin"), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidScope);
         assert!(err.description.contains("admin"));

@@ -49,7 +49,9 @@ async fn not_found(uri: Uri) -> Response {
     }
     (
         StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
+        axum::Json(
+            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
+        ),
     )
         .into_response()
 }

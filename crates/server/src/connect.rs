@@ -219,8 +219,7 @@ impl IntoResponse for ConnectError {
             message: &self.message,
         };
         // Serializing two strings cannot fail; the fallback keeps the wire format valid anyway.
-        let json = serde_json::to_vec(&body)
-            .unwrap_or_else(|_| br#"{"code":"internal"}"#.to_vec());
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"code":"internal"}"#.to_vec());
         let mut response = Response::new(Body::from(json));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -440,10 +439,7 @@ fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ConnectError> {
     let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
     let mut decoder = flate2::read::GzDecoder::new(compressed).take(limit as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|_| {
-        ConnectError::new(
-            Code::InvalidArgument,
-            "request body is not valid gzip data",
-        )
+        ConnectError::new(Code::InvalidArgument, "request body is not valid gzip data")
     })?;
     if out.len() > limit {
         return Err(too_large(limit));
@@ -593,9 +589,7 @@ mod tests {
     #[tokio::test]
     async fn gzip_proto_round_trip_like_the_python_client() {
         let body = gzip(&UserInfoRequest {}.encode_to_vec());
-        let req = python_client_request()
-            .body(Body::from(body))
-            .unwrap();
+        let req = python_client_request().body(Body::from(body)).unwrap();
         let (status, headers, body) = send(app(ConnectOptions::default()), req).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], CONTENT_TYPE_PROTO);
@@ -678,7 +672,10 @@ mod tests {
             assert_eq!(status.as_u16(), http, "{code:?}");
             assert_eq!(headers[header::CONTENT_TYPE], CONTENT_TYPE_JSON);
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json, serde_json::json!({"code": name, "message": "it failed"}));
+            assert_eq!(
+                json,
+                serde_json::json!({"code": name, "message": "it failed"})
+            );
             if code == Code::Unauthenticated {
                 assert_eq!(headers["www-authenticate"], "Bearer");
             }
@@ -754,9 +751,17 @@ mod tests {
     async fn malformed_bodies_are_invalid_argument() {
         let cases: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
             ("application/proto", None, vec![0xff, 0xff, 0xff]),
-            ("application/proto", Some("gzip"), b"not gzip at all".to_vec()),
+            (
+                "application/proto",
+                Some("gzip"),
+                b"not gzip at all".to_vec(),
+            ),
             ("application/json", None, b"{not json".to_vec()),
-            ("application/json", None, vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']),
+            (
+                "application/json",
+                None,
+                vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'],
+            ),
             ("application/json", None, br#"{"unexpected":1}"#.to_vec()),
             ("application/json", Some("gzip"), gzip(&[0xc3, 0x28])),
         ];
@@ -814,9 +819,7 @@ mod tests {
         }
         let bomb = enc.finish().unwrap();
         assert!(bomb.len() < options.max_body_bytes);
-        let req = python_client_request()
-            .body(Body::from(bomb))
-            .unwrap();
+        let req = python_client_request().body(Body::from(bomb)).unwrap();
         let (status, code, _) = expect_error(req, options).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(code, "resource_exhausted");

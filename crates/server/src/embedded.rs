@@ -17,9 +17,7 @@ pub const DEFAULT_CLIENT_ID: &str = "default-app";
 #[non_exhaustive]
 pub enum EmbeddedError {
     /// No data directory could be determined.
-    #[error(
-        "no data directory: pass --data-dir, or set FLYTEAUTH_DATA_DIR, XDG_DATA_HOME or HOME"
-    )]
+    #[error("no data directory: pass --data-dir, or set FLYTEAUTH_DATA_DIR, XDG_DATA_HOME or HOME")]
     NoDataDir,
     /// A file or directory could not be created.
     #[error("{path}: {source}")]
@@ -145,7 +143,11 @@ pub fn usage_banner(public_url: &str, secret_file: &Path, ca_file: Option<&Path>
         "\nflyteauth created the confidential client '{DEFAULT_CLIENT_ID}'; its secret is in {secret} (mode 0600).\n\
          \n  Get a token:\n    curl -s -u \"{DEFAULT_CLIENT_ID}:$(cat {secret})\" -d grant_type=client_credentials {public_url}/oauth2/token\n"
     );
-    let insecure = if ca_file.is_none() { "\n    insecure: true" } else { "" };
+    let insecure = if ca_file.is_none() {
+        "\n    insecure: true"
+    } else {
+        ""
+    };
     let ca = ca_file
         .map(|ca| format!("\n    caCertFilePath: {}", ca.display()))
         .unwrap_or_default();
@@ -199,7 +201,10 @@ mod tests {
         write_private_file(&file, b"x").unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(write_private_file(&file, b"y").is_err(), "must not overwrite");
+        assert!(
+            write_private_file(&file, b"y").is_err(),
+            "must not overwrite"
+        );
         let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -183,10 +183,8 @@ impl IntoResponse for ApiError {
             }
             Self::OAuth(e) => oauth_error_response(e.code, &e.description),
             Self::ClientAuthentication { basic } => {
-                let mut response = oauth_error_response(
-                    ErrorCode::InvalidClient,
-                    "client authentication failed",
-                );
+                let mut response =
+                    oauth_error_response(ErrorCode::InvalidClient, "client authentication failed");
                 if *basic {
                     response.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
@@ -195,9 +193,10 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
-            Self::Internal(_) => {
-                oauth_error_response(ErrorCode::ServerError, "the server could not complete the request")
-            }
+            Self::Internal(_) => oauth_error_response(
+                ErrorCode::ServerError,
+                "the server could not complete the request",
+            ),
         }
     }
 }
@@ -213,7 +212,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::ClientAuthentication { .. } => {
                 tonic::Status::invalid_argument("client authentication failed")
             }
-            ApiError::Internal(_) => tonic::Status::internal("the server could not complete the request"),
+            ApiError::Internal(_) => {
+                tonic::Status::internal("the server could not complete the request")
+            }
         }
     }
 }

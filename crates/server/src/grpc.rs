@@ -18,24 +18,31 @@ impl Services {
         Self { state }
     }
 
-    fn user_info(&self, metadata: &tonic::metadata::MetadataMap) -> Result<flyteauth_core::identity::UserInfo, Status> {
+    fn user_info(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<flyteauth_core::identity::UserInfo, Status> {
         // The header map view of the metadata borrows; no copy on the hot path.
-        rpc::user_info(&self.state, metadata_headers(metadata), &self.state.grpc_header)
-            .map_err(Status::from)
+        rpc::user_info(
+            &self.state,
+            metadata_headers(metadata),
+            &self.state.grpc_header,
+        )
+        .map_err(Status::from)
     }
 
     /// All services, ready to be added to a tonic router.
     pub fn routes(state: AppState) -> tonic::service::Routes {
         let services = Self::new(state);
-        tonic::service::Routes::new(v1::auth_metadata_service_server::AuthMetadataServiceServer::new(
-            services.clone(),
-        ))
+        tonic::service::Routes::new(
+            v1::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone()),
+        )
         .add_service(v1::identity_service_server::IdentityServiceServer::new(
             services.clone(),
         ))
-        .add_service(v2::auth_metadata_service_server::AuthMetadataServiceServer::new(
-            services.clone(),
-        ))
+        .add_service(
+            v2::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone()),
+        )
         .add_service(v2::identity_service_server::IdentityServiceServer::new(
             services,
         ))
@@ -59,7 +66,9 @@ impl v1::auth_metadata_service_server::AuthMetadataService for Services {
         &self,
         _request: Request<v1::PublicClientAuthConfigRequest>,
     ) -> Result<Response<v1::PublicClientAuthConfigResponse>, Status> {
-        Ok(Response::new(rpc::public_client_config(&self.state).into_wire()))
+        Ok(Response::new(
+            rpc::public_client_config(&self.state).into_wire(),
+        ))
     }
 }
 
@@ -87,7 +96,9 @@ impl v2::auth_metadata_service_server::AuthMetadataService for Services {
         &self,
         _request: Request<v2::GetPublicClientConfigRequest>,
     ) -> Result<Response<v2::GetPublicClientConfigResponse>, Status> {
-        Ok(Response::new(rpc::public_client_config(&self.state).into_wire()))
+        Ok(Response::new(
+            rpc::public_client_config(&self.state).into_wire(),
+        ))
     }
 }
 

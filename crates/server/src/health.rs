@@ -151,7 +151,11 @@ mod tests {
         use tonic_health::pb::health_server::Health as _;
         let (reporter, _server) = grpc_service();
         let service = HealthService::from_health_reporter(reporter.clone());
-        let check = |name: &str| tonic::Request::new(HealthCheckRequest { service: name.into() });
+        let check = |name: &str| {
+            tonic::Request::new(HealthCheckRequest {
+                service: name.into(),
+            })
+        };
         let resp = service.check(check("")).await.unwrap().into_inner();
         assert_eq!(resp.status, WireStatus::Serving as i32);
         reporter

@@ -19,9 +19,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt as _};
@@ -83,8 +82,12 @@ where
 {
     let acceptor = tls.map(TlsAcceptor::from);
     let builder = http_builder(&opts);
-    let limiter = opts.max_connections.map(|n| Arc::new(Semaphore::new(n.max(1))));
-    let graceful = GracefulShutdown::new();
+    let limiter = opts
+        .max_connections
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
+    // Not hyper-util's GracefulShutdown: that takes ownership of the connection, and a
+    // connection closed for idling also needs `graceful_shutdown` (GOAWAY rather than a reset).
+    let (stopping, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = acceptor.is_some(), "listening");
@@ -115,7 +118,7 @@ where
                     acceptor: acceptor.clone(),
                     builder: builder.clone(),
                     service: service.clone(),
-                    watcher: graceful.watcher(),
+                    stop: stop_rx.clone(),
                     opts,
                     _permit: permit,
                 };
@@ -130,11 +133,12 @@ where
         grace = ?opts.shutdown_grace,
         "shutting down: no longer accepting, draining connections"
     );
-    let drain = async {
-        graceful.shutdown().await;
-        while tasks.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(opts.shutdown_grace, drain).await.is_err() {
+    stopping.send_replace(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(opts.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             connections = tasks.len(),
             "shutdown grace period over; closing the remaining connections"
@@ -192,7 +196,10 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
 async fn accept(
     listener: &TcpListener,
     limiter: Option<&Arc<Semaphore>>,
-) -> (Option<OwnedSemaphorePermit>, io::Result<(TcpStream, SocketAddr)>) {
+) -> (
+    Option<OwnedSemaphorePermit>,
+    io::Result<(TcpStream, SocketAddr)>,
+) {
     let permit = match limiter {
         // The semaphore is never closed, so acquiring cannot fail.
         Some(limiter) => Arc::clone(limiter).acquire_owned().await.ok(),
@@ -223,7 +230,7 @@ struct Conn<S> {
     acceptor: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     service: S,
-    watcher: Watcher,
+    stop: watch::Receiver<bool>,
     opts: ServeOptions,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -263,7 +270,7 @@ where
             peer,
             builder,
             service,
-            watcher,
+            mut stop,
             opts,
             ..
         } = self;
@@ -274,19 +281,42 @@ where
             request.extensions_mut().insert(ConnectInfo(peer));
             service.clone().oneshot(request)
         });
-        let conn = watcher.watch(builder.serve_connection(io, svc));
-        tokio::select! {
-            result = conn => {
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+        let mut conn = std::pin::pin!(builder.serve_connection(io, svc));
+        let mut idle = std::pin::pin!(first_request_deadline(&started, opts.read_header_timeout));
+        let mut shutdown = std::pin::pin!(stop.wait_for(|stopping| *stopping));
+        // Armed once the connection is told to close: a peer that ignores GOAWAY cannot keep it.
+        let mut give_up = std::pin::pin!(tokio::time::sleep(Duration::MAX));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                    break;
                 }
-            }
-            () = first_request_deadline(&started, opts.read_header_timeout) => {
-                tracing::debug!(%peer, "no request before the read-header timeout; closing");
+                () = &mut idle, if !closing => {
+                    tracing::debug!(%peer, "no request before the read-header timeout; closing");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    give_up.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                _ = &mut shutdown, if !closing => {
+                    // In-flight requests finish; `serve` bounds the wait with `shutdown_grace`.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = &mut give_up => {
+                    tracing::debug!(%peer, "peer did not close after GOAWAY; dropping");
+                    break;
+                }
             }
         }
     }
 }
+
+/// How long a connection closed for idling may take to wind down.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves after `timeout` unless a request has started by then, in which case it never does.
 async fn first_request_deadline(started: &AtomicBool, timeout: Duration) {

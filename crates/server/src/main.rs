@@ -153,7 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hosts
             };
             let paths = tls::write_self_signed(&dir, &hosts)?;
-            println!("CA certificate (hand to clients): {}", paths.ca_cert.display());
+            println!(
+                "CA certificate (hand to clients): {}",
+                paths.ca_cert.display()
+            );
             println!("server certificate: {}", paths.server_cert.display());
             println!("server key: {}", paths.server_key.display());
             Ok(())

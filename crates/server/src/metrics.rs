@@ -33,8 +33,8 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 // Auth endpoints answer in micro- to milliseconds; the upper buckets catch store stalls.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 // Histogram samples pile up in the recorder until drained, so drain them even if nobody scrapes.
@@ -59,10 +59,9 @@ static INSTALLED: OnceLock<Installed> = OnceLock::new();
 fn installed() -> &'static Installed {
     INSTALLED.get_or_init(|| {
         let builder = PrometheusBuilder::new();
-        let recorder = match builder.set_buckets_for_metric(
-            Matcher::Full(HTTP_DURATION.to_owned()),
-            LATENCY_BUCKETS,
-        ) {
+        let recorder = match builder
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)
+        {
             Ok(builder) => builder.build_recorder(),
             // Only an empty bucket list is rejected; fall back to the default summary.
             Err(_) => PrometheusBuilder::new().build_recorder(),
@@ -96,10 +95,7 @@ fn describe() {
         "HTTP request latency by route and method"
     );
     metrics::describe_counter!(TOKENS_ISSUED, "Token requests by grant type and outcome");
-    metrics::describe_counter!(
-        VALIDATION_FAILURES,
-        "Rejected access tokens by reason"
-    );
+    metrics::describe_counter!(VALIDATION_FAILURES, "Rejected access tokens by reason");
 }
 
 /// Installs the process-wide Prometheus recorder; later calls are no-ops.
@@ -238,7 +234,9 @@ mod tests {
         );
         let text = render();
         assert!(
-            text.contains(r#"flyteauth_http_requests_total{route="/users/{id}",method="GET",status="200"}"#),
+            text.contains(
+                r#"flyteauth_http_requests_total{route="/users/{id}",method="GET",status="200"}"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"route="unmatched""#), "{text}");

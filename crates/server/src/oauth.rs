@@ -5,10 +5,10 @@ use crate::error::{ApiError, no_store};
 use crate::form::{self, FormError};
 use crate::metrics;
 use crate::state::AppState;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -327,7 +327,10 @@ fn json_document(body: Bytes, cache: &'static str) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
         body,
@@ -365,10 +368,9 @@ mod tests {
     #[test]
     fn basic_password_is_form_url_decoded() {
         // What the Flyte SDKs send for the secret "s3cr+t/=x y" (quote_plus before base64).
-        let (id, secret) = parse_basic(
-            basic("my-app:s3cr%2Bt%2F%3Dx+y")[header::AUTHORIZATION].as_bytes(),
-        )
-        .unwrap();
+        let (id, secret) =
+            parse_basic(basic("my-app:s3cr%2Bt%2F%3Dx+y")[header::AUTHORIZATION].as_bytes())
+                .unwrap();
         assert_eq!(id, "my-app");
         assert_eq!(secret, "s3cr+t/=x y");
     }

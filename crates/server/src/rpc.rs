@@ -35,10 +35,7 @@ pub fn user_info(
 /// Converts JSON claims into a `google.protobuf.Struct`.
 pub fn to_struct(map: &serde_json::Map<String, serde_json::Value>) -> wkt::Struct {
     wkt::Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), to_value(v)))
-            .collect(),
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
     }
 }
 

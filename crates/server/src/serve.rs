@@ -112,7 +112,11 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, StartupError> {
     }
     if embedded {
         // The embedded default's public URLs follow the actual port and scheme.
-        let scheme = if config.server.security.secure { "https" } else { "http" };
+        let scheme = if config.server.security.secure {
+            "https"
+        } else {
+            "http"
+        };
         let port = config.server.http_port;
         config.auth.authorized_uris = ["localhost", "127.0.0.1"]
             .iter()

@@ -111,12 +111,19 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Hosts a self-signed server certificate covers when none are given.
 pub fn default_hosts() -> Vec<String> {
-    vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()]
+    vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ]
 }
 
 /// Builds the server configuration from PEM files: the chain (leaf first) and its private key.
 /// ALPN offers `h2` then `http/1.1`.
-pub fn load_server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load_server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs(cert_path)?;
     let key = read_key(key_path)?;
     server_config(chain, key).map_err(|source| TlsError::Config {
@@ -361,7 +368,11 @@ fn issue_server(
 }
 
 /// The stored CA as an issuer, if its files load and it stays valid beyond the renewal window.
-fn load_ca(cert_path: &Path, key_path: &Path, now: OffsetDateTime) -> Option<(CertificateParams, KeyPair)> {
+fn load_ca(
+    cert_path: &Path,
+    key_path: &Path,
+    now: OffsetDateTime,
+) -> Option<(CertificateParams, KeyPair)> {
     let cert = read_certs(cert_path).ok()?.into_iter().next()?;
     let expires = der::not_after(&cert)?;
     if expires <= now + RENEW_BEFORE {
@@ -575,7 +586,11 @@ mod tests {
         verify(&widened, "10.1.2.3").unwrap();
 
         // A server key that no longer matches: reissued.
-        fs::write(&widened.server_key, fs::read(dir.join(CA_KEY_FILE)).unwrap()).unwrap();
+        fs::write(
+            &widened.server_key,
+            fs::read(dir.join(CA_KEY_FILE)).unwrap(),
+        )
+        .unwrap();
         let repaired = write_self_signed(&dir, &hosts).unwrap();
         load_server_config(&repaired.server_cert, &repaired.server_key).unwrap();
         assert_eq!(fs::read(&repaired.ca_cert).unwrap(), ca_before);
@@ -615,12 +630,15 @@ mod tests {
         assert!(matches!(err, TlsError::NoPrivateKey { .. }), "{err}");
         assert!(err.to_string().contains(SERVER_CERT_FILE));
 
-        let err = load_server_config(&paths.server_cert, &dir.join("tls").join(CA_KEY_FILE))
-            .unwrap_err();
+        let err =
+            load_server_config(&paths.server_cert, &dir.join("tls").join(CA_KEY_FILE)).unwrap_err();
         assert!(matches!(err, TlsError::Config { .. }), "{err}");
 
         let config = load_server_config(&paths.server_cert, &paths.server_key).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -28,9 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const USER_INFO: &str = "/flyteidl2.auth.IdentityService/UserInfo";
 
@@ -183,9 +183,10 @@ async fn h2_client<IO>(io: IO) -> hyper::client::conn::http2::SendRequest<Full<B
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -203,23 +204,39 @@ async fn http1_and_h2c_on_one_port() {
     let addr = server.addr;
 
     let mut h1 = http1_client(TcpStream::connect(addr).await.unwrap()).await;
-    let (status, _, body) = read_all(h1.send_request(get_request(addr, "/version")).await.unwrap()).await;
+    let (status, _, body) = read_all(
+        h1.send_request(get_request(addr, "/version"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"HTTP/1.1");
     // Keep-alive: a second request on the same connection.
     let (_, _, body) = read_all(h1.send_request(get_request(addr, "/peer")).await.unwrap()).await;
     assert_eq!(&body[..], b"127.0.0.1");
     // Connect over plaintext HTTP/1.1, as pyqwest does.
-    let (status, headers, body) = read_all(h1.send_request(connect_request(addr)).await.unwrap()).await;
+    let (status, headers, body) =
+        read_all(h1.send_request(connect_request(addr)).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/proto");
     assert_eq!(UserInfoResponse::decode(body).unwrap().subject, "alice");
 
     let mut h2 = h2_client(TcpStream::connect(addr).await.unwrap()).await;
-    let (status, _, body) = read_all(h2.send_request(get_request(addr, "/version")).await.unwrap()).await;
+    let (status, _, body) = read_all(
+        h2.send_request(get_request(addr, "/version"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"HTTP/2.0");
-    let (status, _, _) = read_all(h2.send_request(get_request(addr, "/healthz")).await.unwrap()).await;
+    let (status, _, _) = read_all(
+        h2.send_request(get_request(addr, "/healthz"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     drop((h1, h2));
@@ -266,11 +283,17 @@ async fn tls_negotiates_h2_and_http1_with_the_self_signed_ca() {
     let stream = h2_connector.connect(localhost.clone(), tcp).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut h2 = h2_client(stream).await;
-    let (status, headers, body) = read_all(h2.send_request(connect_request(addr)).await.unwrap()).await;
+    let (status, headers, body) =
+        read_all(h2.send_request(connect_request(addr)).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/proto");
     assert_eq!(UserInfoResponse::decode(body).unwrap().subject, "alice");
-    let (_, _, body) = read_all(h2.send_request(get_request(addr, "/version")).await.unwrap()).await;
+    let (_, _, body) = read_all(
+        h2.send_request(get_request(addr, "/version"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(&body[..], b"HTTP/2.0");
 
     // ALPN http/1.1 only.
@@ -287,7 +310,12 @@ async fn tls_negotiates_h2_and_http1_with_the_self_signed_ca() {
     let stream = h1_connector.connect(localhost.clone(), tcp).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut h1 = http1_client(stream).await;
-    let (_, _, body) = read_all(h1.send_request(get_request(addr, "/version")).await.unwrap()).await;
+    let (_, _, body) = read_all(
+        h1.send_request(get_request(addr, "/version"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(&body[..], b"HTTP/1.1");
 
     // gRPC over TLS (grpcio with a CA file): tonic on top of the rustls stream.
@@ -324,7 +352,9 @@ async fn bad_connections_do_not_disturb_the_server() {
 
     // Plaintext HTTP to the TLS port.
     let mut tcp = TcpStream::connect(tls_server.addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
     // Garbage to the plaintext port: a 400 or a closed connection, never a crash.
@@ -343,10 +373,20 @@ async fn bad_connections_do_not_disturb_the_server() {
         .await
         .unwrap();
     let mut h2 = h2_client(stream).await;
-    let (status, _, _) = read_all(h2.send_request(get_request(tls_server.addr, "/hello")).await.unwrap()).await;
+    let (status, _, _) = read_all(
+        h2.send_request(get_request(tls_server.addr, "/hello"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let mut h1 = http1_client(TcpStream::connect(plain_server.addr).await.unwrap()).await;
-    let (status, _, _) = read_all(h1.send_request(get_request(plain_server.addr, "/hello")).await.unwrap()).await;
+    let (status, _, _) = read_all(
+        h1.send_request(get_request(plain_server.addr, "/hello"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     drop((h1, h2));
@@ -375,6 +415,20 @@ async fn silent_connections_are_closed_after_the_read_header_timeout() {
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         assert!(started.elapsed() >= Duration::from_millis(150));
     }
+
+    // An HTTP/2 client that connects (preface + SETTINGS) but never sends a request gets a
+    // GOAWAY and a closed connection.
+    let tcp = TcpStream::connect(plain.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "idle h2 connection was not closed");
+    drop(sender);
+
     plain.stop().await;
     tls_server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -429,13 +483,22 @@ async fn max_connections_holds_back_extra_clients() {
     let addr = server.addr;
 
     let mut first = http1_client(TcpStream::connect(addr).await.unwrap()).await;
-    let (status, _, _) = read_all(first.send_request(get_request(addr, "/hello")).await.unwrap()).await;
+    let (status, _, _) = read_all(
+        first
+            .send_request(get_request(addr, "/hello"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     // The kernel completes the TCP handshake, but the server does not serve it yet.
     let mut second = http1_client(TcpStream::connect(addr).await.unwrap()).await;
     let waiting = tokio::spawn(async move {
-        let resp = second.send_request(get_request(addr, "/hello")).await.unwrap();
+        let resp = second
+            .send_request(get_request(addr, "/hello"))
+            .await
+            .unwrap();
         read_all(resp).await.0
     });
     tokio::time::sleep(Duration::from_millis(300)).await;

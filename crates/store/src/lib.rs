@@ -6,7 +6,9 @@
 //!
 //! Each kind of record has its own trait ([`AppStore`], [`RevocationStore`], [`AuditStore`]) and its own
 //! migration per backend; [`Store`] bundles them. Later record kinds are added the same way: a new trait module,
-//! a new migration file per backend, and one more supertrait on [`Store`].
+//! a new migration file per backend, and one more supertrait on [`Store`]. Anything that must be atomic
+//! (consuming a single-use code, rotating a refresh token) is one trait method that each backend implements
+//! atomically; transactions are never exposed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -69,9 +71,10 @@ impl fmt::Display for Backend {
 
 /// Opens the database named by `url` and brings its schema up to date.
 ///
-/// * `sqlite://<path>?mode=rwc`, `sqlite:<path>`: a file. A missing file is created (unless `mode=ro`) with mode
-///   0600 before anything is written, in a parent directory created with mode 0700 if it is missing. WAL
-///   journal, foreign keys on, 5 s busy timeout.
+/// * `sqlite://<path>?mode=rwc`, `sqlite:<path>`: a file. A missing file is created with mode 0600 before anything
+///   is written, in a parent directory created with mode 0700 if it is missing; this happens for any mode but
+///   `mode=ro` (so `mode=rw` behaves like `rwc`). Existing files and directories keep their permissions (a
+///   warning is logged if the file is accessible to others). WAL journal, foreign keys on, 5 s busy timeout.
 /// * `sqlite::memory:`: a private in-memory database that lives as long as the returned store.
 /// * `postgres://…` or `postgresql://…`: a connection pool (at most 10 connections, 5 s acquire timeout)
 ///   reporting `application_name=flyteauth` unless the URL sets one.
