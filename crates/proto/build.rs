@@ -20,7 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     let include = protoc_bin_vendored::include_path()?;
-    let include = include.to_str().ok_or("vendored protoc include path is not UTF-8")?;
+    let include = include
+        .to_str()
+        .ok_or("vendored protoc include path is not UTF-8")?;
 
     let mut config = prost_build::Config::new();
     config

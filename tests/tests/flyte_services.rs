@@ -71,7 +71,8 @@ fn foreign_token(server: &TestServer) -> String {
 async fn grpc_metadata_is_anonymous_and_user_info_needs_a_token() {
     let server = TestServer::start().await;
     let channel = grpc_channel(&server).await;
-    let mut meta = v1::auth_metadata_service_client::AuthMetadataServiceClient::new(channel.clone());
+    let mut meta =
+        v1::auth_metadata_service_client::AuthMetadataServiceClient::new(channel.clone());
     let config = meta
         .get_public_client_config(v1::PublicClientAuthConfigRequest {})
         .await
@@ -87,9 +88,17 @@ async fn grpc_metadata_is_anonymous_and_user_info_needs_a_token() {
     assert_eq!(metadata.token_endpoint, server.url("/oauth2/token"));
 
     let mut identity = v1::identity_service_client::IdentityServiceClient::new(channel.clone());
-    let err = identity.user_info(v1::UserInfoRequest {}).await.unwrap_err();
+    let err = identity
+        .user_info(v1::UserInfoRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    for bad in ["garbage", "a.b.c", &expired_token(&server), &foreign_token(&server)] {
+    for bad in [
+        "garbage",
+        "a.b.c",
+        &expired_token(&server),
+        &foreign_token(&server),
+    ] {
         let err = identity
             .user_info(with_bearer(v1::UserInfoRequest {}, "authorization", bad))
             .await
@@ -111,14 +120,22 @@ async fn grpc_metadata_is_anonymous_and_user_info_needs_a_token() {
 
     let limited = server.token_for(LIMITED_ID, LIMITED_SECRET).await;
     let err = identity
-        .user_info(with_bearer(v1::UserInfoRequest {}, "authorization", &limited))
+        .user_info(with_bearer(
+            v1::UserInfoRequest {},
+            "authorization",
+            &limited,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
     let mut v2_identity = v2::identity_service_client::IdentityServiceClient::new(channel);
     let info = v2_identity
-        .user_info(with_bearer(v2::UserInfoRequest {}, "flyte-authorization", &token))
+        .user_info(with_bearer(
+            v2::UserInfoRequest {},
+            "flyte-authorization",
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -156,7 +173,8 @@ async fn connect_unary_calls_as_the_flyte_sdk_makes_them() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/proto");
-    let config = v2::GetPublicClientConfigResponse::decode(response.bytes().await.unwrap()).unwrap();
+    let config =
+        v2::GetPublicClientConfigResponse::decode(response.bytes().await.unwrap()).unwrap();
     assert_eq!(config.authorization_metadata_key, "flyte-authorization");
     assert_eq!(config.redirect_uri, "http://localhost:53593/callback");
 
@@ -253,10 +271,12 @@ async fn me_over_http() {
     let client = reqwest::Client::new();
     let response = client.get(server.url("/me")).send().await.unwrap();
     assert_eq!(response.status(), 401);
-    assert!(response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Bearer"));
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
 
     let expired = expired_token(&server);
     let response = client
@@ -266,10 +286,12 @@ async fn me_over_http() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert!(response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .contains("invalid_token"));
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
 
     let token = server.app_token().await;
     let response = client
@@ -310,7 +332,11 @@ async fn me_over_http() {
 async fn probes_metrics_and_flyte_client_config() {
     let server = TestServer::start().await;
     for path in ["/healthz", "/readyz", "/healthcheck"] {
-        assert_eq!(reqwest::get(server.url(path)).await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            reqwest::get(server.url(path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
     let config: Value = reqwest::get(server.url("/config/v1/flyte_client"))
         .await
@@ -334,10 +360,22 @@ async fn probes_metrics_and_flyte_client_config() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("flyteauth_tokens_issued_total"), "{metrics}");
-    assert!(metrics.contains("flyteauth_token_validation_failures_total"), "{metrics}");
-    assert!(metrics.contains("flyteauth_http_requests_total"), "{metrics}");
-    assert!(!metrics.contains("wrong"), "metrics must not echo credentials");
+    assert!(
+        metrics.contains("flyteauth_tokens_issued_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flyteauth_token_validation_failures_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flyteauth_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("wrong"),
+        "metrics must not echo credentials"
+    );
     let unknown = reqwest::get(server.url("/nope")).await.unwrap();
     assert_eq!(unknown.status(), 404);
     server.stop().await;

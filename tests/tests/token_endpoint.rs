@@ -9,8 +9,8 @@ async fn json(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, 
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.text().await.unwrap();
-    let value = serde_json::from_str(&body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {body:?}"));
+    let value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {body:?}"));
     (status, headers, value)
 }
 
@@ -23,7 +23,8 @@ fn post(server: &TestServer) -> reqwest::RequestBuilder {
 #[tokio::test]
 async fn client_credentials_with_sdk_style_basic_auth() {
     let server = TestServer::start().await;
-    let (status, headers, body) = json(token_request(&server, APP_ID, APP_SECRET, "scope=").await).await;
+    let (status, headers, body) =
+        json(token_request(&server, APP_ID, APP_SECRET, "scope=").await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(body["token_type"], "Bearer");
@@ -63,7 +64,12 @@ async fn wrong_secret_and_unknown_client_look_the_same() {
     for (status, headers, body) in [(s1, h1, b1), (s2, h2, b2)] {
         assert_eq!(status, 401);
         assert_eq!(body["error"], "invalid_client");
-        assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
     }
     server.stop().await;
 }
@@ -74,10 +80,26 @@ async fn oauth_errors_are_rfc6749_json() {
     let cases: Vec<(&str, u16, &str)> = vec![
         ("", 400, "invalid_request"),
         ("grant_type=", 400, "invalid_request"),
-        ("grant_type=password&username=a&password=b", 400, "unsupported_grant_type"),
-        ("grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=x", 400, "unsupported_grant_type"),
-        ("grant_type=client_credentials&grant_type=client_credentials", 400, "invalid_request"),
-        ("grant_type=client_credentials&scope=%ff%fe", 400, "invalid_request"),
+        (
+            "grant_type=password&username=a&password=b",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=x",
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=client_credentials&grant_type=client_credentials",
+            400,
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&scope=%ff%fe",
+            400,
+            "invalid_request",
+        ),
         ("grant_type=client_credentials", 401, "invalid_client"),
     ];
     for (body, want_status, want_error) in cases {
@@ -94,13 +116,28 @@ async fn scope_and_audience_are_checked() {
     let server = TestServer::start().await;
     let (status, _, body) =
         json(token_request(&server, LIMITED_ID, LIMITED_SECRET, "scope=all").await).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
     let (status, _, body) = json(
-        token_request(&server, APP_ID, APP_SECRET, "audience=https%3A%2F%2Felsewhere.example").await,
+        token_request(
+            &server,
+            APP_ID,
+            APP_SECRET,
+            "audience=https%3A%2F%2Felsewhere.example",
+        )
+        .await,
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")));
-    let audience = format!("audience={}", server.base.replace(':', "%3A").replace('/', "%2F"));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+    let audience = format!(
+        "audience={}",
+        server.base.replace(':', "%3A").replace('/', "%2F")
+    );
     let (status, _, body) = json(token_request(&server, APP_ID, APP_SECRET, &audience).await).await;
     assert_eq!(status, 200, "{body}");
     server.stop().await;
@@ -119,16 +156,28 @@ async fn malformed_requests_never_get_a_500() {
         .await
         .unwrap();
     let (status, _, body) = json(r).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     // Oversized body.
     let big = format!("grant_type=client_credentials&pad={}", "a".repeat(200_000));
     let (status, _, body) = json(post(&server).body(big).send().await.unwrap()).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "invalid_request");
     // Raw non-UTF-8 bytes.
-    let (status, _, body) =
-        json(post(&server).body(b"grant_type=\xff\xfe".to_vec()).send().await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    let (status, _, body) = json(
+        post(&server)
+            .body(b"grant_type=\xff\xfe".to_vec())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     // Garbage Basic credentials.
     let r = post(&server)
         .header("authorization", "Basic %%%not-base64")
@@ -137,9 +186,16 @@ async fn malformed_requests_never_get_a_500() {
         .await
         .unwrap();
     let (status, _, body) = json(r).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
     // Wrong method.
-    let r = client.get(server.url("/oauth2/token")).send().await.unwrap();
+    let r = client
+        .get(server.url("/oauth2/token"))
+        .send()
+        .await
+        .unwrap();
     let (status, headers, body) = json(r).await;
     assert_eq!(status, 405);
     assert_eq!(headers["allow"], "POST");
@@ -159,7 +215,10 @@ async fn discovery_advertises_only_what_is_implemented() {
         assert_eq!(doc["issuer"], server.base);
         assert_eq!(doc["token_endpoint"], server.url("/oauth2/token"));
         assert_eq!(doc["jwks_uri"], server.url("/oauth2/jwks"));
-        assert_eq!(doc["grant_types_supported"], serde_json::json!(["client_credentials"]));
+        assert_eq!(
+            doc["grant_types_supported"],
+            serde_json::json!(["client_credentials"])
+        );
         assert!(doc.get("authorization_endpoint").is_none_or(Value::is_null));
     }
     server.stop().await;

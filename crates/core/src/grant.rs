@@ -162,7 +162,10 @@ mod tests {
         );
         // What the SDKs send by default: offline is dropped, never an error.
         assert_eq!(decide(Some("all offline"), None).unwrap().scopes, ["all"]);
-        assert_eq!(decide(Some("offline_access"), None).unwrap().scopes, ["all", "read"]);
+        assert_eq!(
+            decide(Some("offline_access"), None).unwrap().scopes,
+            ["all", "read"]
+        );
         let err = decide(Some("all admin"), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidScope);
         assert!(err.description.contains("admin"));

@@ -320,7 +320,8 @@ where
     let timeout = request_timeout(&headers)?;
 
     let raw = read_body(body, &headers, options.max_body_bytes).await?;
-    let payload = if gzip {
+    // An empty body is the empty message even when labelled gzip (zero bytes are no gzip stream).
+    let payload = if gzip && !raw.is_empty() {
         gunzip(&raw, options.max_body_bytes)?
     } else {
         raw
@@ -437,7 +438,8 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 /// Decompresses with a hard output cap so a small bomb cannot expand into memory.
 fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ConnectError> {
     let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
-    let mut decoder = flate2::read::GzDecoder::new(compressed).take(limit as u64 + 1);
+    // Multi-member aware: RFC 1952 allows concatenated members.
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(limit as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|_| {
         ConnectError::new(Code::InvalidArgument, "request body is not valid gzip data")
     })?;
@@ -628,6 +630,23 @@ mod tests {
             let typed: UserInfoResponse = serde_json::from_slice(&body).unwrap();
             assert_eq!(typed.preferred_username, "alice");
         }
+    }
+
+    #[tokio::test]
+    async fn empty_gzip_body_and_multi_member_gzip() {
+        let empty = python_client_request().body(Body::empty()).unwrap();
+        let (status, _, _) = send(app(ConnectOptions::default()), empty).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let mut two_members = gzip(b"{");
+        two_members.extend(gzip(b"}"));
+        let req = http::Request::post(PATH)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(Body::from(two_members))
+            .unwrap();
+        let (status, _, _) = send(app(ConnectOptions::default()), req).await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -301,7 +301,10 @@ impl Config {
             if !client.id.is_empty() && client.id != *name {
                 return Err(invalid(
                     format!("{key}.id"),
-                    &format!("the same id as the entry's key {name:?} (or no id), not {:?}", client.id),
+                    &format!(
+                        "the same id as the entry's key {name:?} (or no id), not {:?}",
+                        client.id
+                    ),
                 ));
             }
             match &client.client_secret {
@@ -507,9 +510,18 @@ fn localhost_url() -> Url {
 fn friendlier(message: &str) -> String {
     const NUMBERS: &[(&str, &str)] = &[
         ("invalid u16", "expected a whole number from 0 to 65535"),
-        ("invalid u32", "expected a whole number from 0 to 4294967295"),
-        ("invalid u64", "expected a whole number that is not negative"),
-        ("invalid usize", "expected a whole number that is not negative"),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "invalid u64",
+            "expected a whole number that is not negative",
+        ),
+        (
+            "invalid usize",
+            "expected a whole number that is not negative",
+        ),
     ];
     for (terse, better) in NUMBERS {
         if let Some(rest) = message.strip_prefix(terse) {

@@ -38,10 +38,17 @@ fn defaults_are_flyteadmins() {
     assert!(c.server.grpc.server_reflection);
     assert_eq!(c.server.grpc.max_message_size_bytes, 0);
     assert_eq!(c.server.read_header_timeout_seconds, 32);
-    assert!(!c.server.security.secure && !c.server.security.use_auth && !c.server.security.insecure_cookie_header);
+    assert!(
+        !c.server.security.secure
+            && !c.server.security.use_auth
+            && !c.server.security.insecure_cookie_header
+    );
     assert!(c.server.security.allow_cors);
     assert_eq!(c.server.security.allowed_origins, ["*"]);
-    assert_eq!(c.server.security.allowed_headers, ["Content-Type", "flyte-authorization"]);
+    assert_eq!(
+        c.server.security.allowed_headers,
+        ["Content-Type", "flyte-authorization"]
+    );
     assert_eq!(c.server.security.ssl, SslConfig::default());
 
     assert_eq!(c.auth.http_authorization_header, "flyte-authorization");
@@ -53,7 +60,10 @@ fn defaults_are_flyteadmins() {
     assert_eq!(ua.redirect_url, "/console");
     assert_eq!(ua.cookie_hash_key_secret_name, "cookie_hash_key");
     assert_eq!(ua.cookie_block_key_secret_name, "cookie_block_key");
-    assert_eq!(ua.cookie_setting.same_site_policy, SameSitePolicy::DefaultMode);
+    assert_eq!(
+        ua.cookie_setting.same_site_policy,
+        SameSitePolicy::DefaultMode
+    );
     assert_eq!(ua.open_id.client_secret_name, "oidc_client_secret");
     assert_eq!(ua.open_id.scopes, ["openid", "profile"]);
 
@@ -64,10 +74,19 @@ fn defaults_are_flyteadmins() {
     assert_eq!(sas.access_token_lifespan, Duration::from_secs(1800));
     assert_eq!(sas.refresh_token_lifespan, Duration::from_secs(3600));
     assert_eq!(sas.authorization_code_lifespan, Duration::from_secs(300));
-    assert_eq!(sas.claim_symmetric_encryption_key_secret_name, "claim_symmetric_key");
+    assert_eq!(
+        sas.claim_symmetric_encryption_key_secret_name,
+        "claim_symmetric_key"
+    );
     assert_eq!(sas.token_signing_rsa_key_secret_name, "token_rsa_key.pem");
-    assert_eq!(sas.old_token_signing_rsa_key_secret_name, "token_rsa_key_old.pem");
-    assert_eq!(sas.static_clients.keys().collect::<Vec<_>>(), ["flyte-cli", "flytectl"]);
+    assert_eq!(
+        sas.old_token_signing_rsa_key_secret_name,
+        "token_rsa_key_old.pem"
+    );
+    assert_eq!(
+        sas.static_clients.keys().collect::<Vec<_>>(),
+        ["flyte-cli", "flytectl"]
+    );
     for client in sas.static_clients.values() {
         assert!(client.public);
         assert_eq!(client.client_secret, None);
@@ -76,7 +95,10 @@ fn defaults_are_flyteadmins() {
         assert_eq!(client.scopes, ["all", "offline", "access_token"]);
         assert_eq!(
             client.redirect_uris,
-            ["http://localhost:53593/callback", "http://localhost:12345/callback"]
+            [
+                "http://localhost:53593/callback",
+                "http://localhost:12345/callback"
+            ]
         );
     }
     let ext = &aa.external_auth_server;
@@ -200,17 +222,38 @@ secrets:
     let sas = &c.auth.app_auth.self_auth_server;
     assert_eq!(sas.access_token_lifespan, Duration::from_secs(5400));
     assert_eq!(sas.refresh_token_lifespan, Duration::from_secs(86400));
-    assert_eq!(sas.static_clients.keys().collect::<Vec<_>>(), ["flytepropeller"]);
+    assert_eq!(
+        sas.static_clients.keys().collect::<Vec<_>>(),
+        ["flytepropeller"]
+    );
     let propeller = &sas.static_clients["flytepropeller"];
     assert_eq!(propeller.client_secret.as_deref(), Some(hash.as_str()));
-    assert_eq!(propeller.grant_types, ["refresh_token", "client_credentials"]);
+    assert_eq!(
+        propeller.grant_types,
+        ["refresh_token", "client_credentials"]
+    );
     assert!(!propeller.public);
-    assert_eq!(c.auth.user_auth.open_id.client_id, "0000-abc.apps.googleusercontent.com");
-    assert_eq!(c.auth.app_auth.third_party_config.flyte_client.scopes, ["offline", "all"]);
+    assert_eq!(
+        c.auth.user_auth.open_id.client_id,
+        "0000-abc.apps.googleusercontent.com"
+    );
+    assert_eq!(
+        c.auth.app_auth.third_party_config.flyte_client.scopes,
+        ["offline", "all"]
+    );
     let pg = c.database.postgres.as_ref().unwrap();
-    assert_eq!((pg.host.as_str(), pg.port, pg.dbname.as_str()), ("postgres.flyte.svc", 5432, "flyteadmin"));
-    assert_eq!(pg.password_path.as_deref(), Some(Path::new("/etc/db/pass.txt")));
-    assert_eq!(c.secrets.secrets_prefix, PathBuf::from("/etc/flyte/secrets"));
+    assert_eq!(
+        (pg.host.as_str(), pg.port, pg.dbname.as_str()),
+        ("postgres.flyte.svc", 5432, "flyteadmin")
+    );
+    assert_eq!(
+        pg.password_path.as_deref(),
+        Some(Path::new("/etc/db/pass.txt"))
+    );
+    assert_eq!(
+        c.secrets.secrets_prefix,
+        PathBuf::from("/etc/flyte/secrets")
+    );
 }
 
 #[test]
@@ -239,37 +282,62 @@ flyteauth:
     let w = loaded.warnings.join("\n");
     assert!(w.contains("`server.colour`"), "{w}");
     assert!(w.contains("`server.security.sslz`"), "{w}");
-    assert!(w.contains("`auth.appAuth.selfAuthServer.staticClients.ci.scope`"), "{w}");
+    assert!(
+        w.contains("`auth.appAuth.selfAuthServer.staticClients.ci.scope`"),
+        "{w}"
+    );
     assert!(w.contains("`flyteauth.tokenLeway`"), "{w}");
-    assert!(w.contains("`server.kube-config` is a flyteadmin setting"), "{w}");
+    assert!(
+        w.contains("`server.kube-config` is a flyteadmin setting"),
+        "{w}"
+    );
     assert!(!w.contains("cluster_resources"), "{w}");
     assert_eq!(loaded.warnings.len(), 5, "{w}");
 }
 
 #[test]
 fn bad_durations_name_the_key_the_expectation_and_the_position() {
-    let msg = parse_message("auth:\n  appAuth:\n    selfAuthServer:\n      accessTokenLifespan: 30x\n");
-    assert!(msg.contains("auth.appAuth.selfAuthServer.accessTokenLifespan"), "{msg}");
+    let msg =
+        parse_message("auth:\n  appAuth:\n    selfAuthServer:\n      accessTokenLifespan: 30x\n");
+    assert!(
+        msg.contains("auth.appAuth.selfAuthServer.accessTokenLifespan"),
+        "{msg}"
+    );
     assert!(msg.contains("Go duration"), "{msg}");
     assert!(msg.contains("line 4"), "{msg}");
     assert_eq!(msg.matches("line 4").count(), 1, "{msg}");
 
     let msg = parse_message("flyteauth:\n  tokenLeeway: 30\n");
-    assert!(msg.contains("flyteauth.tokenLeeway") && msg.contains("no unit"), "{msg}");
+    assert!(
+        msg.contains("flyteauth.tokenLeeway") && msg.contains("no unit"),
+        "{msg}"
+    );
     let msg = parse_message("database:\n  connMaxLifeTime: -1h\n");
-    assert!(msg.contains("database.connMaxLifeTime") && msg.contains("negative"), "{msg}");
+    assert!(
+        msg.contains("database.connMaxLifeTime") && msg.contains("negative"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn type_errors_name_the_key_and_what_was_expected() {
     let msg = parse_message("server:\n  httpPort: 70000\n");
-    assert!(msg.contains("server.httpPort") && msg.contains("0 to 65535") && msg.contains("line 2"), "{msg}");
+    assert!(
+        msg.contains("server.httpPort") && msg.contains("0 to 65535") && msg.contains("line 2"),
+        "{msg}"
+    );
     let msg = parse_message("server:\n  security:\n    useAuth: maybe\n");
     assert!(msg.contains("server.security.useAuth"), "{msg}");
     let msg = parse_message("auth:\n  appAuth:\n    authServerType: self\n");
-    assert!(msg.contains("auth.appAuth.authServerType") && msg.contains("Self"), "{msg}");
+    assert!(
+        msg.contains("auth.appAuth.authServerType") && msg.contains("Self"),
+        "{msg}"
+    );
     let msg = parse_message("auth:\n  authorizedUris: [\"::nope\"]\n");
-    assert!(msg.contains("auth.authorizedUris") && msg.contains("absolute http(s) URL"), "{msg}");
+    assert!(
+        msg.contains("auth.authorizedUris") && msg.contains("absolute http(s) URL"),
+        "{msg}"
+    );
     let msg = parse_message("auth: [1, 2\n");
     assert!(msg.contains("line 1"), "{msg}");
     let msg = parse_message("server:\n  httpPort: 1\n  httpPort: 2\n");
@@ -295,10 +363,15 @@ auth:
     ));
     let clients = &loaded.config.auth.app_auth.self_auth_server.static_clients;
     assert_eq!(clients.keys().collect::<Vec<_>>(), ["MyClient", "other"]);
-    assert_eq!(clients["MyClient"].id, "MyClient", "the id defaults to the key");
+    assert_eq!(
+        clients["MyClient"].id, "MyClient",
+        "the id defaults to the key"
+    );
     assert_eq!(clients["MyClient"].scopes, ["all"]);
 
-    let msg = parse_message("auth:\n  appAuth:\n    selfAuthServer:\n      staticClients:\n        - a: {public: true}\n        - a: {public: true}\n");
+    let msg = parse_message(
+        "auth:\n  appAuth:\n    selfAuthServer:\n      staticClients:\n        - a: {public: true}\n        - a: {public: true}\n",
+    );
     assert!(msg.contains("duplicate"), "{msg}");
     let msg = parse_message("auth:\n  appAuth:\n    selfAuthServer:\n      staticClients: 3\n");
     assert!(msg.contains("staticClients"), "{msg}");
@@ -307,7 +380,15 @@ auth:
 #[test]
 fn configured_static_clients_replace_the_defaults() {
     let loaded = load("auth:\n  appAuth:\n    selfAuthServer:\n      staticClients: {}\n");
-    assert!(loaded.config.auth.app_auth.self_auth_server.static_clients.is_empty());
+    assert!(
+        loaded
+            .config
+            .auth
+            .app_auth
+            .self_auth_server
+            .static_clients
+            .is_empty()
+    );
 }
 
 #[test]
@@ -316,41 +397,76 @@ fn the_placeholder_secret_is_refused() {
         let (key, expected) = invalid_key(&format!(
             "auth:\n  appAuth:\n    selfAuthServer:\n      staticClients:\n        flytepropeller:\n          client_secret: \"{secret}\"\n          grant_types: [client_credentials]\n"
         ));
-        assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients.flytepropeller.client_secret");
+        assert_eq!(
+            key,
+            "auth.appAuth.selfAuthServer.staticClients.flytepropeller.client_secret"
+        );
         assert!(expected.contains("placeholder"), "{expected}");
     }
-    assert_eq!(STANDARD.decode(PLACEHOLDER_SECRET_HASH_B64).unwrap(), PLACEHOLDER_SECRET_HASH.as_bytes());
+    assert_eq!(
+        STANDARD.decode(PLACEHOLDER_SECRET_HASH_B64).unwrap(),
+        PLACEHOLDER_SECRET_HASH.as_bytes()
+    );
 }
 
 #[test]
 fn static_client_checks() {
     let base = "auth:\n  appAuth:\n    selfAuthServer:\n      staticClients:\n";
-    let (key, _) = invalid_key(&format!("{base}        ci:\n          grant_types: [client_credentials]\n"));
-    assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients.ci.client_secret");
-    let (key, expected) = invalid_key(&format!("{base}        ci:\n          client_secret: not-base64!\n"));
-    assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients.ci.client_secret");
+    let (key, _) = invalid_key(&format!(
+        "{base}        ci:\n          grant_types: [client_credentials]\n"
+    ));
+    assert_eq!(
+        key,
+        "auth.appAuth.selfAuthServer.staticClients.ci.client_secret"
+    );
+    let (key, expected) = invalid_key(&format!(
+        "{base}        ci:\n          client_secret: not-base64!\n"
+    ));
+    assert_eq!(
+        key,
+        "auth.appAuth.selfAuthServer.staticClients.ci.client_secret"
+    );
     assert!(expected.contains("base64"), "{expected}");
-    let (key, expected) = invalid_key(&format!("{base}        ci:\n          client_secret: aGVsbG8=\n"));
-    assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients.ci.client_secret");
+    let (key, expected) = invalid_key(&format!(
+        "{base}        ci:\n          client_secret: aGVsbG8=\n"
+    ));
+    assert_eq!(
+        key,
+        "auth.appAuth.selfAuthServer.staticClients.ci.client_secret"
+    );
     assert!(expected.contains("bcrypt"), "{expected}");
-    let (key, _) = invalid_key(&format!("{base}        ci:\n          id: other\n          public: true\n"));
+    let (key, _) = invalid_key(&format!(
+        "{base}        ci:\n          id: other\n          public: true\n"
+    ));
     assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients.ci.id");
     let (key, _) = invalid_key(&format!("{base}        \"\":\n          public: true\n"));
     assert_eq!(key, "auth.appAuth.selfAuthServer.staticClients..id");
 
-    let loaded = load(&format!("{base}        web:\n          public: true\n          client_secret: {}\n", wrapped_hash("x")));
-    assert!(loaded.warnings.iter().any(|w| w.contains("staticClients.web.client_secret")), "{:?}", loaded.warnings);
+    let loaded = load(&format!(
+        "{base}        web:\n          public: true\n          client_secret: {}\n",
+        wrapped_hash("x")
+    ));
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("staticClients.web.client_secret")),
+        "{:?}",
+        loaded.warnings
+    );
 }
 
 #[test]
 fn allowed_audience_accepts_list_scalar_and_comma_string() {
     let get = |v: &str| {
-        load(&format!("auth:\n  appAuth:\n    externalAuthServer:\n      allowedAudience: {v}\n"))
-            .config
-            .auth
-            .app_auth
-            .external_auth_server
-            .allowed_audience
+        load(&format!(
+            "auth:\n  appAuth:\n    externalAuthServer:\n      allowedAudience: {v}\n"
+        ))
+        .config
+        .auth
+        .app_auth
+        .external_auth_server
+        .allowed_audience
     };
     assert_eq!(get("[a, b]"), ["a", "b"]);
     assert_eq!(get("https://x.example.com"), ["https://x.example.com"]);
@@ -362,12 +478,17 @@ fn allowed_audience_accepts_list_scalar_and_comma_string() {
 fn external_mode_is_accepted_by_the_parser() {
     let c = load("auth:\n  appAuth:\n    authServerType: External\n    externalAuthServer:\n      baseUrl: https://idp.example.com/oauth2/default\n      retryDelay: 500ms\n").config;
     assert_eq!(c.auth.app_auth.auth_server_type, AuthServerType::External);
-    assert_eq!(c.auth.app_auth.external_auth_server.retry_delay, Duration::from_millis(500));
+    assert_eq!(
+        c.auth.app_auth.external_auth_server.retry_delay,
+        Duration::from_millis(500)
+    );
 }
 
 #[test]
 fn authorized_uris_must_be_http() {
-    let (key, _) = invalid_key("auth:\n  authorizedUris: [\"https://ok.example.com\", \"ftp://files.example.com\"]\n");
+    let (key, _) = invalid_key(
+        "auth:\n  authorizedUris: [\"https://ok.example.com\", \"ftp://files.example.com\"]\n",
+    );
     assert_eq!(key, "auth.authorizedUris[1]");
     // Without a scheme, "localhost:8088" parses with the scheme "localhost".
     let (key, expected) = invalid_key("auth:\n  authorizedUris: [\"localhost:8088\"]\n");
@@ -379,16 +500,27 @@ fn authorized_uris_must_be_http() {
 fn secure_needs_certificate_and_key() {
     let (key, _) = invalid_key("server:\n  security:\n    secure: true\n");
     assert_eq!(key, "server.security.ssl.certificateFile");
-    let (key, _) = invalid_key("server:\n  security:\n    secure: true\n    ssl:\n      certificateFile: /tls/cert.pem\n      keyFile: \"\"\n");
+    let (key, _) = invalid_key(
+        "server:\n  security:\n    secure: true\n    ssl:\n      certificateFile: /tls/cert.pem\n      keyFile: \"\"\n",
+    );
     assert_eq!(key, "server.security.ssl.keyFile");
     let c = load("server:\n  security:\n    secure: true\n    ssl:\n      certificateFile: /tls/cert.pem\n      keyFile: /tls/key.pem\n").config;
-    assert_eq!(c.server.security.ssl.key_file.as_deref(), Some(Path::new("/tls/key.pem")));
+    assert_eq!(
+        c.server.security.ssl.key_file.as_deref(),
+        Some(Path::new("/tls/key.pem"))
+    );
 }
 
 #[test]
 fn lifespans_must_be_positive() {
-    for key in ["accessTokenLifespan", "refreshTokenLifespan", "authorizationCodeLifespan"] {
-        let (got, _) = invalid_key(&format!("auth:\n  appAuth:\n    selfAuthServer:\n      {key}: 0s\n"));
+    for key in [
+        "accessTokenLifespan",
+        "refreshTokenLifespan",
+        "authorizationCodeLifespan",
+    ] {
+        let (got, _) = invalid_key(&format!(
+            "auth:\n  appAuth:\n    selfAuthServer:\n      {key}: 0s\n"
+        ));
         assert_eq!(got, format!("auth.appAuth.selfAuthServer.{key}"));
     }
 }
@@ -397,7 +529,8 @@ fn lifespans_must_be_positive() {
 fn other_validation_rules() {
     let (key, _) = invalid_key("auth:\n  grpcAuthorizationHeader: \"bad header\"\n");
     assert_eq!(key, "auth.grpcAuthorizationHeader");
-    let (key, _) = invalid_key("auth:\n  userAuth:\n    openId:\n      baseUrl: accounts.google.com\n");
+    let (key, _) =
+        invalid_key("auth:\n  userAuth:\n    openId:\n      baseUrl: accounts.google.com\n");
     assert_eq!(key, "auth.userAuth.openId.baseUrl");
     let (key, _) = invalid_key("flyteauth:\n  maxRequestBytes: 0\n");
     assert_eq!(key, "flyteauth.maxRequestBytes");
@@ -408,7 +541,10 @@ fn other_validation_rules() {
 #[test]
 fn extension_settings() {
     let c = load("flyteauth:\n  dataDir: /var/lib/flyteauth\n  listenAddress: \"::1\"\n  tokenLeeway: 5s\n  logFormat: json\n  maxRequestBytes: 2048\n").config;
-    assert_eq!(c.flyteauth.data_dir.as_deref(), Some(Path::new("/var/lib/flyteauth")));
+    assert_eq!(
+        c.flyteauth.data_dir.as_deref(),
+        Some(Path::new("/var/lib/flyteauth"))
+    );
     assert_eq!(c.flyteauth.listen_address, Some("::1".parse().unwrap()));
     assert_eq!(c.flyteauth.token_leeway, Duration::from_secs(5));
     assert_eq!(c.flyteauth.log_format, LogFormat::Json);
@@ -430,7 +566,10 @@ fn public_url_issuer_and_audiences() {
     let c = Config::default();
     assert_eq!(c.public_url().as_str(), "http://localhost:8088/");
     assert_eq!(c.issuer(), "http://localhost:8088");
-    assert_eq!(c.accepted_audiences(), ["http://localhost:8088/", "http://localhost:8088"]);
+    assert_eq!(
+        c.accepted_audiences(),
+        ["http://localhost:8088/", "http://localhost:8088"]
+    );
 
     let c = load(
         "auth:\n  authorizedUris: [\"https://flyte.example.com\", \"http://flyteadmin:80\"]\n  appAuth:\n    thirdPartyConfig:\n      flyteClient:\n        audience: api://flyte\n",
@@ -455,9 +594,14 @@ fn public_url_issuer_and_audiences() {
     dedup.dedup();
     assert_eq!(dedup.len(), aud.len(), "no duplicates in {aud:?}");
 
-    let c = load("auth:\n  appAuth:\n    selfAuthServer:\n      issuer: https://issuer.example.com/\n").config;
+    let c =
+        load("auth:\n  appAuth:\n    selfAuthServer:\n      issuer: https://issuer.example.com/\n")
+            .config;
     assert_eq!(c.issuer(), "https://issuer.example.com/");
-    assert!(c.accepted_audiences().contains(&"https://issuer.example.com/".to_owned()));
+    assert!(
+        c.accepted_audiences()
+            .contains(&"https://issuer.example.com/".to_owned())
+    );
 }
 
 #[test]
@@ -467,22 +611,35 @@ fn embedded_default() {
     assert!(c.validate().is_ok());
     assert_eq!(c.public_url().as_str(), "http://localhost:8088/");
     assert_eq!(
-        c.auth.authorized_uris.iter().map(Url::as_str).collect::<Vec<_>>(),
+        c.auth
+            .authorized_uris
+            .iter()
+            .map(Url::as_str)
+            .collect::<Vec<_>>(),
         ["http://localhost:8088/", "http://127.0.0.1:8088/"]
     );
     assert_eq!(c.secrets.secrets_prefix, dir.join("secrets"));
     assert_eq!(c.flyteauth.data_dir.as_deref(), Some(dir));
     assert_eq!(c.listen_addr(false), "127.0.0.1:8088".parse().unwrap());
-    assert_eq!(c.database.url(Path::new("/elsewhere")).unwrap(), "sqlite:///tmp/flyteauth-data/flyteauth.db?mode=rwc");
+    assert_eq!(
+        c.database.url(Path::new("/elsewhere")).unwrap(),
+        "sqlite:///tmp/flyteauth-data/flyteauth.db?mode=rwc"
+    );
 }
 
 #[test]
 fn database_urls() {
     let none = DatabaseConfig::default();
-    assert_eq!(none.url(Path::new("/data")).unwrap(), "sqlite:///data/flyteauth.db?mode=rwc");
+    assert_eq!(
+        none.url(Path::new("/data")).unwrap(),
+        "sqlite:///data/flyteauth.db?mode=rwc"
+    );
 
     let c = load("database:\n  sqlite:\n    file: \"db/odd?name#1%.db\"\n").config;
-    assert_eq!(c.database.url(Path::new("/data")).unwrap(), "sqlite://db/odd%3Fname%231%25.db?mode=rwc");
+    assert_eq!(
+        c.database.url(Path::new("/data")).unwrap(),
+        "sqlite://db/odd%3Fname%231%25.db?mode=rwc"
+    );
 
     let c = load("database:\n  sqlite:\n    file: \"\"\n").config;
     assert_eq!(c.database.sqlite, None);
@@ -502,13 +659,26 @@ fn database_urls() {
     std::fs::write(&pass, "from-file\n").unwrap();
     let mut db = c.database.clone();
     db.postgres.as_mut().unwrap().password_path = Some(pass.clone());
-    assert!(db.url(Path::new("/data")).unwrap().starts_with("postgres://fly%40te:from-file@"));
+    assert!(
+        db.url(Path::new("/data"))
+            .unwrap()
+            .starts_with("postgres://fly%40te:from-file@")
+    );
     db.postgres.as_mut().unwrap().password_path = Some(dir.join("missing"));
-    assert!(matches!(db.url(Path::new("/data")), Err(ConfigError::Io { .. })));
+    assert!(matches!(
+        db.url(Path::new("/data")),
+        Err(ConfigError::Io { .. })
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 
     let both = load("database:\n  sqlite: {file: a.db}\n  postgres: {host: db}\n");
-    assert!(both.config.database.url(Path::new("/d")).unwrap().starts_with("sqlite://a.db"));
+    assert!(
+        both.config
+            .database
+            .url(Path::new("/d"))
+            .unwrap()
+            .starts_with("sqlite://a.db")
+    );
     assert!(both.warnings.iter().any(|w| w.contains("using SQLite")));
 }
 
@@ -544,7 +714,14 @@ fn redacted_yaml_hides_secrets_and_shows_every_default() {
         Err(e) => panic!("{e}\n{out}"),
     };
     let mut expected = c.clone();
-    expected.auth.app_auth.self_auth_server.static_clients.get_mut("ci").unwrap().client_secret = Some(REDACTED.into());
+    expected
+        .auth
+        .app_auth
+        .self_auth_server
+        .static_clients
+        .get_mut("ci")
+        .unwrap()
+        .client_secret = Some(REDACTED.into());
     expected.database.postgres.as_mut().unwrap().password = REDACTED.into();
     reparsed.database.postgres.as_mut().unwrap().password = REDACTED.into();
     assert_eq!(reparsed, expected);
@@ -561,7 +738,10 @@ fn debug_output_never_shows_secrets() {
     ))
     .config;
     let debug = format!("{c:?}");
-    assert!(!debug.contains(&hash) && !debug.contains("hunter2"), "{debug}");
+    assert!(
+        !debug.contains(&hash) && !debug.contains("hunter2"),
+        "{debug}"
+    );
     assert!(debug.contains("<redacted>"));
 }
 
@@ -571,7 +751,10 @@ fn from_file_reads_and_reports_io_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("config.yaml");
     std::fs::write(&file, "server:\n  httpPort: 9999\n").unwrap();
-    assert_eq!(Config::from_file(&file).unwrap().config.server.http_port, 9999);
+    assert_eq!(
+        Config::from_file(&file).unwrap().config.server.http_port,
+        9999
+    );
     let missing = dir.join("nope.yaml");
     match Config::from_file(&missing) {
         Err(e @ ConfigError::Io { .. }) => assert!(e.to_string().contains("nope.yaml")),
@@ -586,5 +769,8 @@ fn error_messages_read_well() {
         key: "server.httpPort".into(),
         expected: "a port".into(),
     };
-    assert_eq!(e.to_string(), "invalid configuration at `server.httpPort`: expected a port");
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration at `server.httpPort`: expected a port"
+    );
 }

@@ -25,7 +25,11 @@ struct Fixture {
 }
 
 fn audiences() -> Vec<String> {
-    vec![ISSUER.to_owned(), format!("{ISSUER}/"), "http://flyteadmin:80".to_owned()]
+    vec![
+        ISSUER.to_owned(),
+        format!("{ISSUER}/"),
+        "http://flyteadmin:80".to_owned(),
+    ]
 }
 
 fn fixture() -> Fixture {
@@ -33,7 +37,13 @@ fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(datetime!(2024-01-01 00:00 UTC)));
     let ring = Arc::new(KeyRing::new(current.clone(), Some(old.public().clone())));
     let issuer = TokenIssuer::new(ring.clone(), ISSUER.to_owned(), LIFETIME, clock.clone());
-    let validator = TokenValidator::new(ring.clone(), ISSUER.to_owned(), audiences(), LEEWAY, clock.clone());
+    let validator = TokenValidator::new(
+        ring.clone(),
+        ISSUER.to_owned(),
+        audiences(),
+        LEEWAY,
+        clock.clone(),
+    );
     Fixture {
         clock,
         ring,
@@ -71,7 +81,8 @@ fn sign_raw(header: &serde_json::Value, claims: &serde_json::Value, key: &Signin
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256).unwrap();
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256)
+        .unwrap();
     format!("{message}.{sig}")
 }
 
@@ -108,13 +119,24 @@ fn issued_tokens_have_the_rfc9068_shape() {
     let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap();
     assert_eq!(jti.get_version_num(), 4);
     assert_eq!(issued.claims.jti, jti.to_string());
-    assert_ne!(f.issuer.issue(&app_request()).unwrap().claims.jti, issued.claims.jti);
+    assert_ne!(
+        f.issuer.issue(&app_request()).unwrap().claims.jti,
+        issued.claims.jti
+    );
 
     // Without a distinct name, app tokens carry no user_info; without scopes, no `scope`.
     let mut req = app_request();
     req.client_name = None;
     req.scopes.clear();
-    let claims = decode_part(f.issuer.issue(&req).unwrap().access_token.split('.').nth(1).unwrap());
+    let claims = decode_part(
+        f.issuer
+            .issue(&req)
+            .unwrap()
+            .access_token
+            .split('.')
+            .nth(1)
+            .unwrap(),
+    );
     assert!(claims.get("user_info").is_none() && claims.get("scope").is_none());
     assert_eq!(claims["scp"], json!([]));
 }
@@ -133,7 +155,14 @@ fn valid_app_tokens_give_the_app_identity() {
     assert_eq!(id.token_id, issued.claims.jti);
     assert_eq!(id.expires_at, T0 + 1800);
     let u = &id.user_info;
-    assert_eq!((u.subject.as_str(), u.name.as_str(), u.preferred_username.as_str()), ("ci-bot", "CI bot", "ci-bot"));
+    assert_eq!(
+        (
+            u.subject.as_str(),
+            u.name.as_str(),
+            u.preferred_username.as_str()
+        ),
+        ("ci-bot", "CI bot", "ci-bot")
+    );
     let ac = &u.additional_claims;
     assert_eq!(ac["iss"], ISSUER);
     assert_eq!(ac["sub"], "ci-bot");
@@ -147,7 +176,10 @@ fn valid_app_tokens_give_the_app_identity() {
 
     let mut req = app_request();
     req.client_name = None;
-    let id = f.validator.validate(&f.issuer.issue(&req).unwrap().access_token).unwrap();
+    let id = f
+        .validator
+        .validate(&f.issuer.issue(&req).unwrap().access_token)
+        .unwrap();
     assert_eq!(id.user_info.name, "ci-bot");
 }
 
@@ -167,7 +199,10 @@ fn user_tokens_carry_their_user_info() {
             ..UserInfo::default()
         }),
     };
-    let id = f.validator.validate(&f.issuer.issue(&req).unwrap().access_token).unwrap();
+    let id = f
+        .validator
+        .validate(&f.issuer.issue(&req).unwrap().access_token)
+        .unwrap();
     assert_eq!(id.kind, PrincipalKind::User);
     assert_eq!(id.user_info.name, "Ada Lovelace");
     assert_eq!(id.user_info.email, "ada@example.com");
@@ -177,21 +212,47 @@ fn user_tokens_carry_their_user_info() {
 #[test]
 fn garbage_is_malformed() {
     let f = fixture();
-    for token in ["", "abc", "a.b", "a.b.c.d", "!!!.e30.sig", "eyJhbGciOiJSUzI1NiJ9.!.x", ".."] {
-        assert_eq!(f.validator.validate(token), Err(ValidationError::Malformed), "{token:?}");
+    for token in [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!!.e30.sig",
+        "eyJhbGciOiJSUzI1NiJ9.!.x",
+        "..",
+    ] {
+        assert_eq!(
+            f.validator.validate(token),
+            Err(ValidationError::Malformed),
+            "{token:?}"
+        );
     }
     // A header that is not JSON.
     let not_json = format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode("not json"));
-    assert_eq!(f.validator.validate(&not_json), Err(ValidationError::Malformed));
+    assert_eq!(
+        f.validator.validate(&not_json),
+        Err(ValidationError::Malformed)
+    );
     // Valid signature over a payload that is not JSON.
     let key = current_key();
-    let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json(key.kid()).to_string()), URL_SAFE_NO_PAD.encode("[1,2"));
-    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256).unwrap();
-    assert_eq!(f.validator.validate(&format!("{message}.{sig}")), Err(ValidationError::Malformed));
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header_json(key.kid()).to_string()),
+        URL_SAFE_NO_PAD.encode("[1,2")
+    );
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), Algorithm::RS256)
+        .unwrap();
+    assert_eq!(
+        f.validator.validate(&format!("{message}.{sig}")),
+        Err(ValidationError::Malformed)
+    );
     // A signature that is not base64url.
     let token = f.issuer.issue(&app_request()).unwrap().access_token;
     let (message, _) = token.rsplit_once('.').unwrap();
-    assert_eq!(f.validator.validate(&format!("{message}.***")), Err(ValidationError::Malformed));
+    assert_eq!(
+        f.validator.validate(&format!("{message}.***")),
+        Err(ValidationError::Malformed)
+    );
 }
 
 #[test]
@@ -204,11 +265,17 @@ fn alg_none_is_refused() {
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims_json().to_string())
     );
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::UnsupportedAlgorithm)
+    );
     let mut header = header_json(current_key().kid());
     header.as_object_mut().unwrap().remove("alg");
     let token = sign_raw(&header, &claims_json(), current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::UnsupportedAlgorithm)
+    );
 }
 
 #[test]
@@ -218,14 +285,23 @@ fn hs256_signed_with_the_public_key_is_refused() {
     let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
     header.kid = Some(key.kid().into());
-    for secret in [key.public().modulus().to_vec(), serde_json::to_vec(&key.public().jwk()).unwrap()] {
-        let token = jsonwebtoken::encode(&header, &claims_json(), &EncodingKey::from_secret(&secret)).unwrap();
-        assert_eq!(f.validator.validate(&token), Err(ValidationError::UnsupportedAlgorithm));
+    for secret in [
+        key.public().modulus().to_vec(),
+        serde_json::to_vec(&key.public().jwk()).unwrap(),
+    ] {
+        let token =
+            jsonwebtoken::encode(&header, &claims_json(), &EncodingKey::from_secret(&secret))
+                .unwrap();
+        assert_eq!(
+            f.validator.validate(&token),
+            Err(ValidationError::UnsupportedAlgorithm)
+        );
     }
     let mut header = header_json(key.kid());
     header["alg"] = json!("RS512");
     assert_eq!(
-        f.validator.validate(&sign_raw(&header, &claims_json(), key)),
+        f.validator
+            .validate(&sign_raw(&header, &claims_json(), key)),
         Err(ValidationError::UnsupportedAlgorithm)
     );
 }
@@ -234,12 +310,18 @@ fn hs256_signed_with_the_public_key_is_refused() {
 fn unknown_or_missing_kid_is_refused() {
     let f = fixture();
     let token = sign_raw(&header_json("not-a-key"), &claims_json(), current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnknownKey));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::UnknownKey)
+    );
 
     let mut header = header_json("");
     header.as_object_mut().unwrap().remove("kid");
     let token = sign_raw(&header, &claims_json(), current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::UnknownKey));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::UnknownKey)
+    );
 
     // Signed by a key the ring does not hold.
     let [(current, _), (other, _)] = test_keys();
@@ -256,19 +338,40 @@ fn tampering_breaks_the_signature() {
     let parts: Vec<&str> = token.split('.').collect();
     let mut claims = decode_part(parts[1]);
     claims["scp"] = json!(["all", "admin"]);
-    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
-    assert_eq!(f.validator.validate(&tampered), Err(ValidationError::BadSignature));
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    assert_eq!(
+        f.validator.validate(&tampered),
+        Err(ValidationError::BadSignature)
+    );
 
     let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     sig[10] ^= 1;
     let flipped = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig));
-    assert_eq!(f.validator.validate(&flipped), Err(ValidationError::BadSignature));
+    assert_eq!(
+        f.validator.validate(&flipped),
+        Err(ValidationError::BadSignature)
+    );
 
     // Claimed to be by the previous key, signed by the current one.
-    let token = sign_raw(&header_json(test_keys()[1].0.kid()), &claims_json(), current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::BadSignature));
+    let token = sign_raw(
+        &header_json(test_keys()[1].0.kid()),
+        &claims_json(),
+        current_key(),
+    );
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::BadSignature)
+    );
     let empty_sig = format!("{}.{}.", parts[0], parts[1]);
-    assert_eq!(f.validator.validate(&empty_sig), Err(ValidationError::BadSignature));
+    assert_eq!(
+        f.validator.validate(&empty_sig),
+        Err(ValidationError::BadSignature)
+    );
 }
 
 #[test]
@@ -276,19 +379,32 @@ fn expiry_honours_the_leeway() {
     let f = fixture();
     let token = f.issuer.issue(&app_request()).unwrap().access_token;
     f.clock.advance(time::Duration::seconds(1800 + 29));
-    assert!(f.validator.validate(&token).is_ok(), "expired within the leeway is accepted");
+    assert!(
+        f.validator.validate(&token).is_ok(),
+        "expired within the leeway is accepted"
+    );
     f.clock.advance(time::Duration::seconds(1));
     assert_eq!(f.validator.validate(&token), Err(ValidationError::Expired));
     f.clock.advance(time::Duration::days(1));
     assert_eq!(f.validator.validate(&token), Err(ValidationError::Expired));
 
-    let strict = TokenValidator::new(f.ring.clone(), ISSUER.into(), audiences(), Duration::ZERO, f.clock.clone());
+    let strict = TokenValidator::new(
+        f.ring.clone(),
+        ISSUER.into(),
+        audiences(),
+        Duration::ZERO,
+        f.clock.clone(),
+    );
     f.clock.set(datetime!(2024-01-01 00:00 UTC));
     let token = f.issuer.issue(&app_request()).unwrap().access_token;
     f.clock.advance(time::Duration::seconds(1799));
     assert!(strict.validate(&token).is_ok());
     f.clock.advance(time::Duration::seconds(1));
-    assert_eq!(strict.validate(&token), Err(ValidationError::Expired), "exp itself is already too late");
+    assert_eq!(
+        strict.validate(&token),
+        Err(ValidationError::Expired),
+        "exp itself is already too late"
+    );
 }
 
 #[test]
@@ -297,15 +413,25 @@ fn not_yet_valid_tokens_are_refused() {
     let mut claims = claims_json();
     claims["nbf"] = json!(T0 + 31);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::NotYetValid));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::NotYetValid)
+    );
     claims["nbf"] = json!(T0 + 30);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert!(f.validator.validate(&token).is_ok(), "nbf within the leeway");
+    assert!(
+        f.validator.validate(&token).is_ok(),
+        "nbf within the leeway"
+    );
 
     let mut claims = claims_json();
     claims["iat"] = json!(T0 + 120);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::NotYetValid), "issued in the future");
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::NotYetValid),
+        "issued in the future"
+    );
     f.clock.advance(time::Duration::seconds(100));
     assert!(f.validator.validate(&token).is_ok());
 }
@@ -313,11 +439,19 @@ fn not_yet_valid_tokens_are_refused() {
 #[test]
 fn issuer_must_match_exactly() {
     let f = fixture();
-    for iss in [format!("{ISSUER}/"), "https://evil.example.com".to_owned(), String::new()] {
+    for iss in [
+        format!("{ISSUER}/"),
+        "https://evil.example.com".to_owned(),
+        String::new(),
+    ] {
         let mut claims = claims_json();
         claims["iss"] = json!(iss);
         let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-        assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongIssuer), "{iss}");
+        assert_eq!(
+            f.validator.validate(&token),
+            Err(ValidationError::WrongIssuer),
+            "{iss}"
+        );
     }
 }
 
@@ -327,13 +461,22 @@ fn audience_must_intersect() {
     let mut claims = claims_json();
     claims["aud"] = json!(["https://other.example.com"]);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongAudience));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::WrongAudience)
+    );
     claims["aud"] = json!([]);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::WrongAudience));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::WrongAudience)
+    );
     claims["aud"] = json!(["https://other.example.com", "http://flyteadmin:80"]);
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token).unwrap().audience, ["https://other.example.com", "http://flyteadmin:80"]);
+    assert_eq!(
+        f.validator.validate(&token).unwrap().audience,
+        ["https://other.example.com", "http://flyteadmin:80"]
+    );
 }
 
 #[test]
@@ -345,19 +488,29 @@ fn audience_and_scp_may_be_strings() {
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
     let id = f.validator.validate(&token).unwrap();
     assert_eq!(id.audience, [ISSUER]);
-    assert_eq!(id.scopes, ["all offline"], "a string scp is one scope, as in flyteadmin");
+    assert_eq!(
+        id.scopes,
+        ["all offline"],
+        "a string scp is one scope, as in flyteadmin"
+    );
 
     let mut claims = claims_json();
     claims.as_object_mut().unwrap().remove("scp");
     claims["scope"] = json!("all  read");
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token).unwrap().scopes, ["all", "read"]);
+    assert_eq!(
+        f.validator.validate(&token).unwrap().scopes,
+        ["all", "read"]
+    );
 
     let parsed: AccessTokenClaims = serde_json::from_value(json!({
         "iss": "i", "sub": "s", "aud": "a", "exp": 1, "iat": 0, "jti": "j", "client_id": "c", "scp": "x"
     }))
     .unwrap();
-    assert_eq!((parsed.aud, parsed.scp), (vec!["a".to_owned()], vec!["x".to_owned()]));
+    assert_eq!(
+        (parsed.aud, parsed.scp),
+        (vec!["a".to_owned()], vec!["x".to_owned()])
+    );
 }
 
 #[test]
@@ -382,16 +535,27 @@ fn required_claims_must_be_present() {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
         let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-        assert_eq!(f.validator.validate(&token), Err(ValidationError::MissingClaim(claim)), "{claim}");
+        assert_eq!(
+            f.validator.validate(&token),
+            Err(ValidationError::MissingClaim(claim)),
+            "{claim}"
+        );
         let mut claims = claims_json();
         claims[claim] = serde_json::Value::Null;
         let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-        assert_eq!(f.validator.validate(&token), Err(ValidationError::MissingClaim(claim)), "null {claim}");
+        assert_eq!(
+            f.validator.validate(&token),
+            Err(ValidationError::MissingClaim(claim)),
+            "null {claim}"
+        );
     }
     let mut claims = claims_json();
     claims["exp"] = json!("tomorrow");
     let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::Malformed));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::Malformed)
+    );
 }
 
 #[test]
@@ -412,7 +576,10 @@ fn only_access_tokens_are_accepted() {
     let mut header = header_json(current_key().kid());
     header["crit"] = json!(["exp"]);
     let token = sign_raw(&header, &claims_json(), current_key());
-    assert_eq!(f.validator.validate(&token), Err(ValidationError::Malformed));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::Malformed)
+    );
 }
 
 #[test]
@@ -428,7 +595,10 @@ fn long_headers_still_decode() {
 fn reasons_are_snake_case_labels() {
     let all = [
         (ValidationError::Malformed, "malformed"),
-        (ValidationError::UnsupportedAlgorithm, "unsupported_algorithm"),
+        (
+            ValidationError::UnsupportedAlgorithm,
+            "unsupported_algorithm",
+        ),
         (ValidationError::UnknownKey, "unknown_key"),
         (ValidationError::BadSignature, "bad_signature"),
         (ValidationError::Expired, "expired"),
@@ -441,20 +611,48 @@ fn reasons_are_snake_case_labels() {
         assert_eq!(e.reason(), label);
         assert!(!e.to_string().is_empty());
     }
-    assert!(ValidationError::MissingClaim("jti").to_string().contains("jti"));
+    assert!(
+        ValidationError::MissingClaim("jti")
+            .to_string()
+            .contains("jti")
+    );
 }
 
 #[test]
 fn jsonwebtoken_error_kinds_map_onto_reasons() {
     use jsonwebtoken::errors::ErrorKind as K;
-    assert_eq!(ValidationError::from_jwt(&K::InvalidSignature), ValidationError::BadSignature);
-    assert_eq!(ValidationError::from_jwt(&K::InvalidAlgorithm), ValidationError::UnsupportedAlgorithm);
-    assert_eq!(ValidationError::from_jwt(&K::ExpiredSignature), ValidationError::Expired);
-    assert_eq!(ValidationError::from_jwt(&K::ImmatureSignature), ValidationError::NotYetValid);
-    assert_eq!(ValidationError::from_jwt(&K::InvalidIssuer), ValidationError::WrongIssuer);
-    assert_eq!(ValidationError::from_jwt(&K::InvalidAudience), ValidationError::WrongAudience);
-    assert_eq!(ValidationError::from_jwt(&K::MissingRequiredClaim("exp".into())), ValidationError::MissingClaim("exp"));
-    assert_eq!(ValidationError::from_jwt(&K::InvalidToken), ValidationError::Malformed);
+    assert_eq!(
+        ValidationError::from_jwt(&K::InvalidSignature),
+        ValidationError::BadSignature
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::InvalidAlgorithm),
+        ValidationError::UnsupportedAlgorithm
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::ExpiredSignature),
+        ValidationError::Expired
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::ImmatureSignature),
+        ValidationError::NotYetValid
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::InvalidIssuer),
+        ValidationError::WrongIssuer
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::InvalidAudience),
+        ValidationError::WrongAudience
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::MissingRequiredClaim("exp".into())),
+        ValidationError::MissingClaim("exp")
+    );
+    assert_eq!(
+        ValidationError::from_jwt(&K::InvalidToken),
+        ValidationError::Malformed
+    );
 }
 
 #[test]
@@ -486,10 +684,16 @@ fn validate_cost_vs_bare_signature() {
         start.elapsed() / n
     };
     let bare = time(&|| {
-        assert!(jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::RS256).unwrap());
+        assert!(
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::RS256)
+                .unwrap()
+        );
     });
     let full = time(&|| {
         assert!(f.validator.validate(&token).is_ok());
     });
-    println!("bare {bare:?}, validate {full:?}, ratio {:.3}", full.as_secs_f64() / bare.as_secs_f64());
+    println!(
+        "bare {bare:?}, validate {full:?}, ratio {:.3}",
+        full.as_secs_f64() / bare.as_secs_f64()
+    );
 }
