@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
+        .ignore_unknown_fields()
         .build(&[".flyteidl.service", ".flyteidl2.auth"])?;
 
     for proto in PROTOS {

@@ -9,6 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The OAuth 2.0 authorization server endpoints and discovery documents.
 fn oauth_routes() -> Router<AppState> {
@@ -56,8 +57,42 @@ async fn not_found(uri: Uri) -> Response {
         .into_response()
 }
 
+/// CORS as `server.security` configures it. Credentials are never allowed with the `*` origin
+/// (browsers refuse that combination anyway); with an explicit origin list they are.
+fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> {
+    if !security.allow_cors {
+        return None;
+    }
+    let mut headers = vec![http::header::CONTENT_TYPE, http::header::AUTHORIZATION];
+    headers.extend(security.allowed_headers.iter().filter_map(|h| {
+        http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()).ok()
+    }));
+    let methods = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::DELETE,
+        http::Method::HEAD,
+        http::Method::PUT,
+        http::Method::PATCH,
+    ];
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        .allow_headers(headers);
+    if security.allowed_origins.iter().any(|o| o == "*") {
+        Some(layer.allow_origin(AllowOrigin::any()))
+    } else {
+        let origins: Vec<http::HeaderValue> = security
+            .allowed_origins
+            .iter()
+            .filter_map(|o| http::HeaderValue::from_str(o.trim()).ok())
+            .collect();
+        Some(layer.allow_origin(origins).allow_credentials(true))
+    }
+}
+
 /// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes and metrics.
 pub fn http_router(state: AppState) -> Router {
+    let cors = cors(&state.config.server.security);
     let store = state.store.clone();
     let ready = move || {
         let store = store.clone();
@@ -71,6 +106,7 @@ pub fn http_router(state: AppState) -> Router {
         .merge(health::router(ready))
         .route("/metrics", get(metrics::handler))
         .fallback(not_found)
+        .layer(tower::util::option_layer(cors))
         .layer(axum::middleware::from_fn(metrics::track))
 }
 

@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn claims_convert_to_a_struct() {
-        let json = serde_json::json!({"a": 1, "b": ["x", true], "c": {"d": null}});
+        let json = serde_json::json!({"a": 1.5, "b": ["x", true], "c": {"d": null}});
         let s = to_struct(json.as_object().unwrap());
         assert_eq!(s.fields.len(), 3);
         let back = serde_json::to_value(&s).unwrap();
