@@ -21,16 +21,13 @@ fn with_bearer<T>(message: T, header: &'static str, token: &str) -> tonic::Reque
     request
 }
 
-/// A token signed with the server's own key but already expired (well beyond the leeway).
-fn expired_token(server: &TestServer) -> String {
-    let pem = std::fs::read(server.secrets_dir().join("token_rsa_key.pem")).unwrap();
-    let keys = Arc::new(KeyRing::new(SigningKey::from_pem(&pem).unwrap(), None));
-    let clock = ManualClock::new(time::OffsetDateTime::now_utc() - time::Duration::hours(3));
+/// A token for [`APP_ID`] with scope `all`, minted outside the server with `key` at time `now`.
+fn mint(server: &TestServer, key: SigningKey, now: time::OffsetDateTime) -> String {
     let issuer = TokenIssuer::new(
-        keys,
+        Arc::new(KeyRing::new(key, None)),
         server.base.clone(),
         std::time::Duration::from_secs(60),
-        Arc::new(clock),
+        Arc::new(ManualClock::new(now)),
     );
     issuer
         .issue(&AccessTokenRequest {
@@ -45,26 +42,17 @@ fn expired_token(server: &TestServer) -> String {
         .access_token
 }
 
-/// A well-formed token signed by a key the server does not know.
+/// Signed with the server's own key but expired hours ago (well beyond the leeway).
+fn expired_token(server: &TestServer) -> String {
+    let pem = std::fs::read(server.secrets_dir().join("token_rsa_key.pem")).unwrap();
+    let now = time::OffsetDateTime::now_utc() - time::Duration::hours(3);
+    mint(server, SigningKey::from_pem(&pem).unwrap(), now)
+}
+
+/// Well-formed and current, but signed by a key the server does not know.
 fn foreign_token(server: &TestServer) -> String {
     let (key, _) = SigningKey::generate().unwrap();
-    let issuer = TokenIssuer::new(
-        Arc::new(KeyRing::new(key, None)),
-        server.base.clone(),
-        std::time::Duration::from_secs(600),
-        Arc::new(flyteauth_core::clock::SystemClock),
-    );
-    issuer
-        .issue(&AccessTokenRequest {
-            subject: APP_ID.into(),
-            client_id: APP_ID.into(),
-            client_name: None,
-            audience: vec![server.base.clone()],
-            scopes: vec!["all".into()],
-            user_info: None,
-        })
-        .unwrap()
-        .access_token
+    mint(server, key, time::OffsetDateTime::now_utc())
 }
 
 #[tokio::test]

@@ -113,6 +113,9 @@ pub fn http_router(state: AppState) -> Router {
 /// The single service behind the listener: gRPC to tonic, the rest to [`http_router`].
 pub fn service(state: AppState) -> Dispatch {
     let (_reporter, health_service) = health::grpc_service();
-    let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
-    Dispatch::new(grpc_routes, http_router(state))
+    let grpc_routes = grpc::Services::routes(state.clone())
+        .add_service(health_service)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(metrics::track));
+    Dispatch::from_routers(grpc_routes, http_router(state))
 }

@@ -27,11 +27,13 @@ pub struct Dispatch {
 impl Dispatch {
     /// Combines the tonic services with the axum router of HTTP and Connect endpoints.
     pub fn new(grpc: tonic::service::Routes, http: axum::Router) -> Self {
-        Self {
-            // Converting keeps both sides on axum's future type, so dispatch needs no boxing.
-            grpc: grpc.into_axum_router(),
-            http,
-        }
+        // Converting keeps both sides on axum's future type, so dispatch needs no boxing.
+        Self::from_routers(grpc.into_axum_router(), http)
+    }
+
+    /// Combines an already converted (and possibly layered) gRPC router with the HTTP router.
+    pub fn from_routers(grpc: axum::Router, http: axum::Router) -> Self {
+        Self { grpc, http }
     }
 }
 
