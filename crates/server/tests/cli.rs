@@ -315,3 +315,69 @@ fn self_signed_tls_serves_https_with_a_ca_clients_can_trust() {
     let (status, _) = terminate(child);
     assert!(status.success());
 }
+
+#[test]
+fn logs_never_contain_secrets_or_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&mut child, &format!("{base}/healthz"), &client);
+    let secret = std::fs::read_to_string(data.join("default-app.secret")).unwrap();
+    let secret = secret.trim().to_owned();
+    let wrong = "wrong-secret-that-must-not-be-logged";
+    let token_request = |password: &str| {
+        client
+            .post(format!("{base}/oauth2/token"))
+            .basic_auth("default-app", Some(password))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .unwrap()
+    };
+    assert_eq!(token_request(wrong).status(), 401);
+    let token: serde_json::Value = token_request(&secret).json().unwrap();
+    let access = token["access_token"].as_str().unwrap().to_owned();
+    let me = client
+        .get(format!("{base}/me"))
+        .bearer_auth(&access)
+        .send()
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let tampered = format!("{access}x");
+    let me = client
+        .get(format!("{base}/me"))
+        .bearer_auth(&tampered)
+        .send()
+        .unwrap();
+    assert_eq!(me.status(), 401);
+    let (status, _) = terminate(child);
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("credential event"),
+        "audit lines are logged: {log}"
+    );
+    for needle in [secret.as_str(), wrong, access.as_str()] {
+        assert!(!log.contains(needle), "log leaks a credential");
+    }
+    let signature = access.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "log leaks a token signature");
+}
