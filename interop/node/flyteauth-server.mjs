@@ -122,7 +122,7 @@ export async function startServer({ clients }) {
     const child = spawn(bin, ['serve', '--config', configPath], {
       cwd: dir,
       stdio: ['ignore', logStream, logStream],
-      env: { ...process.env, RUST_BACKTRACE: '1' },
+      env: { ...process.env, RUST_BACKTRACE: '1', NO_COLOR: '1' },
     });
     let exitCode = null;
     const exited = new Promise((r) => child.once('exit', (code, signal) => {

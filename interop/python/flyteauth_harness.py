@@ -205,7 +205,7 @@ def start_server(workdir: Path, tls: bool) -> Server:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_BACKTRACE": "1"},
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
         )
         log.close()
         deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS

@@ -781,7 +781,7 @@ mod tests {
                 None,
                 vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'],
             ),
-            ("application/json", None, br#"{"unexpected":1}"#.to_vec()),
+            ("application/json", None, b"[1, 2]".to_vec()),
             ("application/json", Some("gzip"), gzip(&[0xc3, 0x28])),
         ];
         for (ct, enc, body) in cases {
@@ -794,6 +794,17 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{ct} {enc:?}");
             assert_eq!(code, "invalid_argument");
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_json_fields_are_ignored_as_proto3_json_allows() {
+        // A client built from a newer schema may send fields this server does not know.
+        let req = http::Request::post(PATH)
+            .header("content-type", "application/json")
+            .body(Body::from(br#"{"unexpected":1}"#.to_vec()))
+            .unwrap();
+        let (status, _, _) = send(app(ConnectOptions::default()), req).await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -49,7 +49,9 @@ pub fn init_with_filter(format: LogFormat, directive: &str) -> Result<bool, Tele
     let filter = parse_filter(directive)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let installed = match format {
         LogFormat::Plain => builder.finish().try_init().is_ok(),
         LogFormat::Json => builder
