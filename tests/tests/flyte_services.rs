@@ -237,6 +237,14 @@ async fn connect_bad_input_gets_connect_errors() {
         ),
         (
             client
+                .post(server.url(path))
+                .header("content-type", "application/proto")
+                .body(vec![0u8; 2 * 1024 * 1024]),
+            429,
+            "resource_exhausted",
+        ),
+        (
+            client
                 .post(server.url("/flyteidl2.auth.NoSuchService/Nothing"))
                 .header("content-type", "application/proto")
                 .body(Vec::new()),

@@ -93,6 +93,7 @@ fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> 
 /// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes and metrics.
 pub fn http_router(state: AppState) -> Router {
     let cors = cors(&state.config.server.security);
+    let max_body_bytes = state.config.flyteauth.max_request_bytes;
     let store = state.store.clone();
     let ready = move || {
         let store = store.clone();
@@ -101,7 +102,7 @@ pub fn http_router(state: AppState) -> Router {
     Router::new()
         .merge(oauth_routes())
         .merge(flyte_http_routes())
-        .merge(rpc::connect_routes::router())
+        .merge(rpc::connect_routes::router(max_body_bytes))
         .with_state(state)
         .merge(health::router(ready))
         .route("/metrics", get(metrics::handler))

@@ -165,12 +165,14 @@ pub mod connect_routes {
     use crate::connect;
     use axum::Router;
 
-    /// Every Connect method flyteauth serves.
-    pub fn router() -> Router<AppState> {
+    /// Every Connect method flyteauth serves, each refusing bodies over `max_body_bytes`.
+    pub fn router(max_body_bytes: usize) -> Router<AppState> {
+        let options = connect::ConnectOptions { max_body_bytes };
         Router::new()
             .route(
                 "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, _h: HeaderMap, _r: v2::GetOAuth2MetadataRequest| async move {
                         Ok::<v2::GetOAuth2MetadataResponse, tonic::Status>(oauth2_metadata(&state).into_wire())
                     },
@@ -178,7 +180,8 @@ pub mod connect_routes {
             )
             .route(
                 "/flyteidl2.auth.AuthMetadataService/GetPublicClientConfig",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, _h: HeaderMap, _r: v2::GetPublicClientConfigRequest| async move {
                         Ok::<v2::GetPublicClientConfigResponse, tonic::Status>(public_client_config(&state).into_wire())
                     },
@@ -186,7 +189,8 @@ pub mod connect_routes {
             )
             .route(
                 "/flyteidl2.auth.IdentityService/UserInfo",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, h: HeaderMap, _r: v2::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
                             .map(IntoWire::<v2::UserInfoResponse>::into_wire)
@@ -196,7 +200,8 @@ pub mod connect_routes {
             )
             .route(
                 "/flyteidl.service.AuthMetadataService/GetOAuth2Metadata",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, _h: HeaderMap, _r: v1::OAuth2MetadataRequest| async move {
                         Ok::<v1::OAuth2MetadataResponse, tonic::Status>(oauth2_metadata(&state).into_wire())
                     },
@@ -204,7 +209,8 @@ pub mod connect_routes {
             )
             .route(
                 "/flyteidl.service.AuthMetadataService/GetPublicClientConfig",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, _h: HeaderMap, _r: v1::PublicClientAuthConfigRequest| async move {
                         Ok::<v1::PublicClientAuthConfigResponse, tonic::Status>(public_client_config(&state).into_wire())
                     },
@@ -212,7 +218,8 @@ pub mod connect_routes {
             )
             .route(
                 "/flyteidl.service.IdentityService/UserInfo",
-                connect::unary(
+                connect::unary_with(
+                    options,
                     |state: AppState, h: HeaderMap, _r: v1::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
                             .map(IntoWire::<v1::UserInfoResponse>::into_wire)
