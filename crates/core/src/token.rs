@@ -51,9 +51,42 @@ pub struct AccessTokenClaims {
     /// Granted scopes, space-separated (RFC 9068 §2.2.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Profile of the principal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Profile of the principal. Serialized compactly (empty members left out) because every byte of the token
+    /// is parsed again on each validation; read back with defaults for the missing members.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "compact_user_info"
+    )]
     pub user_info: Option<UserInfo>,
+}
+
+fn compact_user_info<S: serde::Serializer>(
+    info: &Option<UserInfo>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let Some(u) = info else {
+        return s.serialize_none();
+    };
+    let mut map = s.serialize_map(None)?;
+    for (key, value) in [
+        ("subject", &u.subject),
+        ("name", &u.name),
+        ("preferred_username", &u.preferred_username),
+        ("given_name", &u.given_name),
+        ("family_name", &u.family_name),
+        ("email", &u.email),
+        ("picture", &u.picture),
+    ] {
+        if !value.is_empty() {
+            map.serialize_entry(key, value)?;
+        }
+    }
+    if !u.additional_claims.is_empty() {
+        map.serialize_entry("additional_claims", &u.additional_claims)?;
+    }
+    map.end()
 }
 
 /// What to put in a new access token.
@@ -209,8 +242,8 @@ impl TokenIssuer {
         }
     }
 
-    /// Mints a token for `req`. Application tokens (subject = client id) with a known client name carry it in
-    /// `user_info.name`.
+    /// Mints a token for `req`. Application tokens (subject = client id) with a known client name carry it as
+    /// `user_info: {"name": …}`; the validator fills in the rest of an application's profile.
     pub fn issue(&self, req: &AccessTokenRequest) -> Result<IssuedToken, TokenError> {
         let now = self.clock.unix_now();
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
@@ -219,7 +252,10 @@ impl TokenIssuer {
             (None, Some(name))
                 if req.subject == req.client_id && !name.is_empty() && name != req.client_id =>
             {
-                Some(UserInfo::for_app(&req.client_id, Some(name)))
+                Some(UserInfo {
+                    name: name.to_owned(),
+                    ..UserInfo::default()
+                })
             }
             (None, _) => None,
         };
@@ -421,13 +457,22 @@ impl TokenValidator {
         } else {
             PrincipalKind::User
         };
-        let mut user_info = raw.user_info.unwrap_or_else(|| match kind {
-            PrincipalKind::App => UserInfo::for_app(&client_id, None),
-            PrincipalKind::User => UserInfo {
-                subject: sub.clone(),
-                ..UserInfo::default()
-            },
-        });
+        let mut user_info = raw.user_info.unwrap_or_default();
+        let (default_subject, default_name) = match kind {
+            PrincipalKind::App => (&client_id, Some(&client_id)),
+            PrincipalKind::User => (&sub, None),
+        };
+        if user_info.subject.is_empty() {
+            user_info.subject.clone_from(default_subject);
+        }
+        if let Some(fallback) = default_name {
+            if user_info.name.is_empty() {
+                user_info.name.clone_from(fallback);
+            }
+            if user_info.preferred_username.is_empty() {
+                user_info.preferred_username.clone_from(fallback);
+            }
+        }
         if user_info.additional_claims.is_empty() {
             let mut claims = Map::new();
             claims.insert("iss".into(), Value::String(iss));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::duration::go;
-use super::serde_util::{list_or_csv, map_or_list, opt_path, opt_string, url_list};
+use super::serde_util::{list_or_csv, map_or_list, null_default, opt_path, opt_string, url_list};
 
 /// The header name flyteadmin uses for bearer tokens when none is configured.
 pub const DEFAULT_AUTHORIZATION_HEADER: &str = "flyte-authorization";
@@ -35,8 +35,10 @@ pub struct AuthConfig {
     #[serde(rename = "httpProxyURL", alias = "httpProxyUrl", with = "opt_string")]
     pub http_proxy_url: Option<String>,
     /// `userAuth`: browser login (parsed and validated; not used yet).
+    #[serde(deserialize_with = "null_default")]
     pub user_auth: UserAuthConfig,
     /// `appAuth`: the authorization server.
+    #[serde(deserialize_with = "null_default")]
     pub app_auth: AppAuthConfig,
 }
 
@@ -69,10 +71,12 @@ pub struct UserAuthConfig {
     /// `cookieBlockKeySecretName` ("cookie_block_key").
     pub cookie_block_key_secret_name: String,
     /// `cookieSetting`.
+    #[serde(deserialize_with = "null_default")]
     pub cookie_setting: CookieSetting,
     /// `idpQueryParameter` (""): query parameter naming the identity provider (e.g. Okta's `idp`).
     pub idp_query_parameter: String,
     /// `openId`: the upstream OpenID Connect provider.
+    #[serde(deserialize_with = "null_default")]
     pub open_id: OpenIdConfig,
 }
 
@@ -130,6 +134,7 @@ pub struct OpenIdConfig {
     /// `issuerUrl`: issuer override when discovery's issuer differs from `baseUrl`.
     pub issuer_url: String,
     /// `scopes` (`[openid, profile]`).
+    #[serde(deserialize_with = "null_default")]
     pub scopes: Vec<String>,
 }
 
@@ -153,10 +158,13 @@ pub struct AppAuthConfig {
     /// `authServerType` (Self).
     pub auth_server_type: AuthServerType,
     /// `selfAuthServer`: the built-in authorization server.
+    #[serde(deserialize_with = "null_default")]
     pub self_auth_server: SelfAuthServerConfig,
     /// `externalAuthServer`: an external authorization server (roadmap).
+    #[serde(deserialize_with = "null_default")]
     pub external_auth_server: ExternalAuthServerConfig,
     /// `thirdPartyConfig`: what clients are told to use.
+    #[serde(deserialize_with = "null_default")]
     pub third_party_config: ThirdPartyConfig,
 }
 
@@ -259,14 +267,19 @@ pub struct StaticClient {
     #[serde(with = "opt_string")]
     pub client_secret: Option<String>,
     /// `redirect_uris`.
+    #[serde(deserialize_with = "null_default")]
     pub redirect_uris: Vec<String>,
     /// `grant_types`.
+    #[serde(deserialize_with = "null_default")]
     pub grant_types: Vec<String>,
     /// `response_types`.
+    #[serde(deserialize_with = "null_default")]
     pub response_types: Vec<String>,
     /// `scopes`.
+    #[serde(deserialize_with = "null_default")]
     pub scopes: Vec<String>,
     /// `audience`: audiences the client may request besides the server's own.
+    #[serde(deserialize_with = "null_default")]
     pub audience: Vec<String>,
     /// `public`: a public client has no secret.
     pub public: bool,
@@ -329,6 +342,7 @@ impl Default for ExternalAuthServerConfig {
 #[serde(default, rename_all = "camelCase")]
 pub struct ThirdPartyConfig {
     /// `flyteClient`: returned by `GetPublicClientConfig`.
+    #[serde(deserialize_with = "null_default")]
     pub flyte_client: FlyteClientConfig,
 }
 
@@ -341,6 +355,7 @@ pub struct FlyteClientConfig {
     /// `redirectUri` ("http://localhost:53593/callback").
     pub redirect_uri: String,
     /// `scopes` (`[all, offline]`).
+    #[serde(deserialize_with = "null_default")]
     pub scopes: Vec<String>,
     /// `audience` (""): audience clients should request; also accepted in tokens.
     pub audience: String,

@@ -27,7 +27,7 @@ pub use database::{DEFAULT_SQLITE_FILE, DatabaseConfig, PostgresConfig, SqliteCo
 pub use duration::{format_go_duration, parse_go_duration};
 pub use server::{GrpcConfig, SecurityConfig, ServerConfig, SslConfig};
 
-use serde_util::{opt_from_str, opt_path};
+use serde_util::{null_default, opt_from_str, opt_path};
 
 /// What replaces secret-bearing values in [`Config::redacted_yaml`].
 pub const REDACTED: &str = "<redacted>";
@@ -84,14 +84,19 @@ pub struct LoadedConfig {
 #[serde(default)]
 pub struct Config {
     /// `server:`.
+    #[serde(deserialize_with = "null_default")]
     pub server: ServerConfig,
     /// `auth:`.
+    #[serde(deserialize_with = "null_default")]
     pub auth: AuthConfig,
     /// `database:`.
+    #[serde(deserialize_with = "null_default")]
     pub database: DatabaseConfig,
     /// `secrets:`.
+    #[serde(deserialize_with = "null_default")]
     pub secrets: SecretsConfig,
     /// `flyteauth:` — settings flyteadmin does not have.
+    #[serde(deserialize_with = "null_default")]
     pub flyteauth: ExtensionsConfig,
 }
 
@@ -506,6 +511,14 @@ fn localhost_url() -> Url {
     Url::parse("http://localhost/").expect("a constant URL parses")
 }
 
+/// Drops the `?` segments serde adapters put in paths for `Option` layers and unknown positions.
+fn clean_path(path: &str) -> String {
+    path.split('.')
+        .filter(|s| *s != "?")
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Rephrases serde's terse number errors into what the author should write.
 fn friendlier(message: &str) -> String {
     const NUMBERS: &[(&str, &str)] = &[
@@ -559,8 +572,7 @@ fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
         Config::deserialize(de)
     });
     let mut config = result.map_err(|e| {
-        let path = track.path().to_string();
-        let path = path.trim_end_matches(".?").trim_end_matches('?');
+        let path = clean_path(&track.path().to_string());
         let mut detail = friendlier(&e.without_snippet().to_string());
         if !detail.contains("line ")
             && let Some(l) = e.location()
@@ -580,7 +592,8 @@ fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
         }
     }
     let warnings = ignored
-        .into_iter()
+        .iter()
+        .map(|p| clean_path(p))
         .filter(|p| OUR_SECTIONS.contains(&p.split('.').next().unwrap_or_default()))
         .map(|p| {
             if FLYTEADMIN_ONLY_KEYS.contains(&p.as_str()) {

@@ -10,6 +10,16 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
+/// A value where an explicit null (an empty YAML key, as in `auth:` with nothing below it) means the type's default,
+/// as viper treats it.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// `Option<String>` where an empty string (or null) means "not set"; serialized as `""` when unset so the
 /// effective configuration shows every key.
 pub(crate) mod opt_string {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::serde_util::opt_path;
+use super::serde_util::{null_default, opt_path};
 
 /// `server:` — where and how the server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,8 +13,10 @@ pub struct ServerConfig {
     /// `httpPort` (8088): the one port serving HTTP, gRPC and Connect.
     pub http_port: u16,
     /// `grpc`: gRPC settings.
+    #[serde(deserialize_with = "null_default")]
     pub grpc: GrpcConfig,
     /// `security`: TLS, CORS and whether authentication is enforced.
+    #[serde(deserialize_with = "null_default")]
     pub security: SecurityConfig,
     /// `readHeaderTimeoutSeconds` (32): how long a client may take to send request headers.
     pub read_header_timeout_seconds: u64,
@@ -60,6 +62,7 @@ pub struct SecurityConfig {
     /// `secure` (false): serve TLS on `httpPort`; needs `ssl.certificateFile` and `ssl.keyFile`.
     pub secure: bool,
     /// `ssl`: certificate and key files.
+    #[serde(deserialize_with = "null_default")]
     pub ssl: SslConfig,
     /// `useAuth` (false): require credentials on protected calls.
     pub use_auth: bool,
@@ -68,8 +71,10 @@ pub struct SecurityConfig {
     /// `allowCors` (true).
     pub allow_cors: bool,
     /// `allowedOrigins` (`["*"]`).
+    #[serde(deserialize_with = "null_default")]
     pub allowed_origins: Vec<String>,
     /// `allowedHeaders` (`["Content-Type", "flyte-authorization"]`).
+    #[serde(deserialize_with = "null_default")]
     pub allowed_headers: Vec<String>,
 }
 

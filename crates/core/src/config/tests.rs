@@ -774,3 +774,24 @@ fn error_messages_read_well() {
         "invalid configuration at `server.httpPort`: expected a port"
     );
 }
+
+#[test]
+fn empty_sections_mean_the_defaults() {
+    for yaml in [
+        "server:\n",
+        "auth:\n  appAuth:\n    selfAuthServer:\n",
+        "auth:\n  userAuth:\n    openId:\n",
+        "auth:\n  authorizedUris:\n",
+        "database:\n  postgres:\n",
+        "secrets:\nflyteauth:\n",
+    ] {
+        let loaded = load(yaml);
+        assert_eq!(loaded.config, Config::default(), "{yaml:?}");
+        assert!(loaded.warnings.is_empty(), "{yaml:?}");
+    }
+    let c = load("server:\n  security:\n    allowedOrigins:\n").config;
+    assert!(
+        c.server.security.allowed_origins.is_empty(),
+        "an empty list stays empty"
+    );
+}

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -661,83 +661,4 @@ fn debug_output_of_issuer_and_validator_is_safe() {
     let debug = format!("{:?} {:?}", f.issuer, f.validator);
     assert!(debug.contains(ISSUER));
     assert!(!debug.contains("PRIVATE"));
-}
-
-/// `cargo test -p flyteauth-core --release -- --ignored --nocapture validate_cost` prints how validation compares
-/// with the bare signature check it contains.
-#[test]
-#[ignore = "timing; run by hand in release mode"]
-fn validate_cost_vs_bare_signature() {
-    let f = fixture();
-    let token = f.issuer.issue(&app_request()).unwrap().access_token;
-    let (message, signature) = token.rsplit_once('.').unwrap();
-    let key = f.ring.current().public().decoding_key();
-    let n = 5_000;
-    let time = |run: &dyn Fn()| {
-        for _ in 0..500 {
-            run();
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            run();
-        }
-        start.elapsed() / n
-    };
-    let (mut bare, mut full) = (Duration::MAX, Duration::MAX);
-    for _ in 0..5 {
-        bare = bare.min(time(&|| {
-            let ok = jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, Algorithm::RS256);
-            assert!(ok.unwrap());
-        }));
-        full = full.min(time(&|| {
-            assert!(f.validator.validate(&token).is_ok());
-        }));
-    }
-    println!(
-        "bare {bare:?}, validate {full:?}, ratio {:.3}",
-        full.as_secs_f64() / bare.as_secs_f64()
-    );
-}
-
-#[test]
-#[ignore = "scratch"]
-fn scratch_parts() {
-    let f = fixture();
-    let mut req = app_request();
-    if std::env::var_os("NONAME").is_some() { req.client_name = None; }
-    let token = f.issuer.issue(&req).unwrap().access_token;
-    let parts: Vec<&str> = token.split('.').collect();
-    let n = 20_000u32;
-    let t = |name: &str, run: &dyn Fn()| {
-        let start = Instant::now();
-        for _ in 0..n {
-            run();
-        }
-        println!("{name}: {:?}", start.elapsed() / n);
-    };
-    t("header", &|| {
-        let mut stack = [0u8; 512];
-        let len = URL_SAFE_NO_PAD.decode_slice(parts[0], &mut stack).unwrap();
-        let h: JoseHeader<'_> = serde_json::from_slice(&stack[..len]).unwrap();
-        std::hint::black_box(h.kid);
-    });
-    t("payload", &|| {
-        let payload = URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
-        let raw: RawClaims = serde_json::from_slice(&payload).unwrap();
-        std::hint::black_box(raw);
-    });
-    t("check", &|| {
-        let payload = URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
-        let raw: RawClaims = serde_json::from_slice(&payload).unwrap();
-        std::hint::black_box(f.validator.check_claims(raw).unwrap());
-    });
-    let key = f.ring.current().public().decoding_key();
-    let msg = format!("{}.{}", parts[0], parts[1]);
-    t("verify", &|| {
-        assert!(jsonwebtoken::crypto::verify(parts[2], msg.as_bytes(), key, Algorithm::RS256).unwrap());
-    });
-    t("validate", &|| {
-        std::hint::black_box(f.validator.validate(&token).unwrap());
-    });
-    println!("token length {}", token.len());
 }
