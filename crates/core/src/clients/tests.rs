@@ -136,7 +136,8 @@ fn static_clients_from_config() {
     );
     let cfg = Config::from_yaml_str(&yaml).unwrap().config;
     let clients = static_clients(&cfg.auth.app_auth.self_auth_server).unwrap();
-    assert_eq!(clients.len(), 2);
+    // flytepropeller and flytectl as configured, plus the default flyte-cli.
+    assert_eq!(clients.len(), 3);
     let ctl = clients.iter().find(|c| c.id == "flytectl").unwrap();
     assert!(ctl.is_public());
     assert!(ctl.allows_grant("authorization_code") && !ctl.allows_grant("client_credentials"));

@@ -208,9 +208,10 @@ pub struct SelfAuthServerConfig {
         alias = "oldTokenSigningRsaKeySecretName"
     )]
     pub old_token_signing_rsa_key_secret_name: String,
-    /// `staticClients`: clients defined in configuration, keyed by client id. When the key is absent, flyteadmin's
-    /// public `flytectl` and `flyte-cli` clients (but not its `flytepropeller` with a publicly known secret).
-    #[serde(deserialize_with = "map_or_list::deserialize")]
+    /// `staticClients`: clients defined in configuration, keyed by client id, merged over flyteadmin's public
+    /// `flytectl` and `flyte-cli` clients as flyteadmin merges them (a configured client of the same id replaces
+    /// the default). Never its `flytepropeller`, whose secret is publicly known.
+    #[serde(deserialize_with = "merged_with_default_clients")]
     pub static_clients: BTreeMap<String, StaticClient>,
 }
 
@@ -228,6 +229,19 @@ impl Default for SelfAuthServerConfig {
             static_clients: default_static_clients(),
         }
     }
+}
+
+/// Configured clients over the defaults: flyteadmin decodes `staticClients` into its pre-filled default map, so a
+/// values file that lists only its own clients still has `flytectl`, which `thirdPartyConfig.flyteClient` names.
+fn merged_with_default_clients<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<String, StaticClient>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut clients = default_static_clients();
+    clients.extend(map_or_list::deserialize(deserializer)?);
+    Ok(clients)
 }
 
 /// flyteadmin's built-in public clients, `flyte-cli` and `flytectl`.

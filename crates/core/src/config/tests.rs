@@ -222,9 +222,10 @@ secrets:
     let sas = &c.auth.app_auth.self_auth_server;
     assert_eq!(sas.access_token_lifespan, Duration::from_secs(5400));
     assert_eq!(sas.refresh_token_lifespan, Duration::from_secs(86400));
+    // Merged over the public defaults, as flyteadmin merges them.
     assert_eq!(
         sas.static_clients.keys().collect::<Vec<_>>(),
-        ["flytepropeller"]
+        ["flyte-cli", "flytectl", "flytepropeller"]
     );
     let propeller = &sas.static_clients["flytepropeller"];
     assert_eq!(propeller.client_secret.as_deref(), Some(hash.as_str()));
@@ -362,7 +363,10 @@ auth:
 "#
     ));
     let clients = &loaded.config.auth.app_auth.self_auth_server.static_clients;
-    assert_eq!(clients.keys().collect::<Vec<_>>(), ["MyClient", "other"]);
+    assert_eq!(
+        clients.keys().collect::<Vec<_>>(),
+        ["MyClient", "flyte-cli", "flytectl", "other"]
+    );
     assert_eq!(
         clients["MyClient"].id, "MyClient",
         "the id defaults to the key"
@@ -378,17 +382,20 @@ auth:
 }
 
 #[test]
-fn configured_static_clients_replace_the_defaults() {
+fn configured_static_clients_merge_over_the_defaults() {
+    // An empty map keeps the public defaults; a configured client of the same id replaces its default.
     let loaded = load("auth:\n  appAuth:\n    selfAuthServer:\n      staticClients: {}\n");
-    assert!(
-        loaded
-            .config
-            .auth
-            .app_auth
-            .self_auth_server
-            .static_clients
-            .is_empty()
+    let clients = &loaded.config.auth.app_auth.self_auth_server.static_clients;
+    assert_eq!(
+        clients.keys().collect::<Vec<_>>(),
+        ["flyte-cli", "flytectl"]
     );
+    let loaded = load(
+        "auth:\n  appAuth:\n    selfAuthServer:\n      staticClients:\n        flytectl: {public: true, scopes: [all]}\n",
+    );
+    let clients = &loaded.config.auth.app_auth.self_auth_server.static_clients;
+    assert_eq!(clients["flytectl"].scopes, ["all"]);
+    assert!(!clients.contains_key("flytepropeller"));
 }
 
 #[test]

@@ -47,7 +47,11 @@ fn endpoints_follow_the_public_url_and_issuer() {
     let m = server_metadata(&c);
     assert_eq!(m.issuer, "https://id.example.com");
     assert_eq!(m.token_endpoint, "https://flyte.example.com/oauth2/token");
-    assert_eq!(m.scopes_supported, ["all", "beta", "zeta"]);
+    // The configured clients' scopes and those of the default public clients.
+    assert_eq!(
+        m.scopes_supported,
+        ["access_token", "all", "beta", "offline", "zeta"]
+    );
 }
 
 #[test]
