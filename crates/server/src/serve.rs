@@ -207,11 +207,6 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
         ca_file,
         ..
     } = prepared;
-    if !config.server.security.use_auth && !embedded {
-        tracing::info!(
-            "server.security.useAuth is false: flyteauth authenticates every protected call regardless"
-        );
-    }
     let source = SecretSource::from_config(&config.secrets);
     if embedded {
         ensure_embedded_secrets(&source, source.secrets_prefix())?;

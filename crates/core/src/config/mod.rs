@@ -186,6 +186,12 @@ impl Config {
         let (config, mut warnings) = parse(yaml)?;
         config.validate()?;
         warnings.extend(config.semantic_warnings());
+        if explicitly_false(yaml, &["server", "security", "useAuth"]) {
+            warnings.push(
+                "`server.security.useAuth: false` has no effect: flyteauth always authenticates protected calls"
+                    .to_owned(),
+            );
+        }
         Ok(LoadedConfig { config, warnings })
     }
 
@@ -385,6 +391,16 @@ impl Config {
     /// Things that are allowed but probably not what the author meant.
     fn semantic_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        for (key, set) in [
+            ("auth.disableForHttp", self.auth.disable_for_http),
+            ("auth.disableForGrpc", self.auth.disable_for_grpc),
+        ] {
+            if set {
+                warnings.push(format!(
+                    "`{key}: true` has no effect: flyteauth always authenticates protected calls"
+                ));
+            }
+        }
         if self.database.sqlite.is_some() && self.database.postgres.is_some() {
             warnings.push(
                 "both `database.sqlite` and `database.postgres` are set; using SQLite (as flyteadmin does)".to_owned(),
@@ -556,6 +572,16 @@ fn is_header_name_byte(b: u8) -> bool {
 
 /// Deserializes the YAML, collecting unknown keys inside our sections as warnings and tracking the key path
 /// for error messages.
+/// Whether the document sets the key at `path` to `false` itself (as opposed to leaving the default).
+fn explicitly_false(yaml: &str, path: &[&str]) -> bool {
+    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(yaml) else {
+        return false;
+    };
+    path.iter()
+        .try_fold(&doc, |node, key| node.get(*key))
+        .is_some_and(|v| v == &serde_json::Value::Bool(false))
+}
+
 fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
     if yaml.lines().all(|l| {
         let t = l.trim();

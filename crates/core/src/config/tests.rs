@@ -802,3 +802,21 @@ fn empty_sections_mean_the_defaults() {
         "an empty list stays empty"
     );
 }
+
+#[test]
+fn settings_that_would_turn_authentication_off_are_warned_about() {
+    let loaded = load(
+        "server:\n  security:\n    useAuth: false\nauth:\n  disableForHttp: true\n  disableForGrpc: true\n",
+    );
+    let all = loaded.warnings.join("\n");
+    for key in [
+        "server.security.useAuth",
+        "auth.disableForHttp",
+        "auth.disableForGrpc",
+    ] {
+        assert!(all.contains(key), "{key} missing from: {all}");
+    }
+    // Leaving useAuth at its default says nothing.
+    let quiet = load("server:\n  httpPort: 9000\n");
+    assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+}
