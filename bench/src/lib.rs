@@ -5,7 +5,9 @@
 //! ratios of interleaved measurements mostly do not.
 
 pub mod client;
+pub mod cpu;
 pub mod fixture;
+pub mod prototype;
 pub mod stats;
 
 use std::time::Duration;
@@ -40,4 +42,9 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
         }
     }
     Ok(default)
+}
+
+/// Whether the flag `name` (e.g. `--write`) is among the process arguments.
+pub fn flag(name: &str) -> bool {
+    std::env::args().skip(1).any(|a| a == name)
 }

@@ -13,7 +13,10 @@
 //! Target: req/s of `/me` ≥ 0.70 × req/s of `/bench/empty`.
 //!
 //! Options: `--workers N` (1), `--rounds N` (5), `--duration SECS` per wrk run (5),
-//! `--connections N` (16), `--warmup SECS` per route (2).
+//! `--connections N` (16), `--warmup SECS` per route (2); `--serve-only SECS` just serves for that
+//! long and prints a wrk command line (for profiling with `perf record -p`); `--prototype-cache`
+//! also mounts and measures `/bench/me-cached`, a prototype of a verified-token cache (see
+//! `flyteauth_bench::prototype`) — an experiment, not part of the default run.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -23,8 +26,9 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use flyteauth_bench::prototype::{self, VerifiedTokens};
 use flyteauth_bench::stats::{median, range, verdict};
-use flyteauth_bench::{arg, client, fixture};
+use flyteauth_bench::{arg, client, cpu, fixture, flag};
 use flyteauth_server::dispatch::Dispatch;
 use flyteauth_server::serve::{self, ServeOptions};
 use flyteauth_server::{app, grpc, health, listener, metrics, telemetry};
@@ -32,6 +36,7 @@ use tokio::sync::oneshot;
 
 const TARGET_RATIO: f64 = 0.70;
 const EMPTY_PATH: &str = "/bench/empty";
+const CACHED_PATH: &str = "/bench/me-cached";
 
 /// The extra route: nothing but a 200, wrapped in the same middleware as every real route.
 fn bench_routes() -> Router {
@@ -51,7 +56,7 @@ struct Running {
 }
 
 /// Builds and starts the server on the current runtime.
-async fn start() -> anyhow::Result<Running> {
+async fn start(prototype_cache: bool) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
@@ -69,7 +74,15 @@ async fn start() -> anyhow::Result<Running> {
     let state = server.state;
     let (_reporter, health_service) = health::grpc_service();
     let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
-    let http = app::http_router(state).merge(bench_routes());
+    let mut http = app::http_router(state.clone()).merge(bench_routes());
+    if prototype_cache {
+        http = http.merge(
+            Router::new()
+                .route(CACHED_PATH, get(prototype::me_cached))
+                .with_state((state, VerifiedTokens::default()))
+                .layer(axum::middleware::from_fn(metrics::track)),
+        );
+    }
     let service = Dispatch::new(grpc_routes, http);
     let options = listener::ServeOptions {
         read_header_timeout,
@@ -100,6 +113,8 @@ struct WrkRun {
     p50_us: f64,
     p99_us: f64,
     requests: u64,
+    /// CPU time of this process (the server; wrk is a separate process) per request.
+    cpu_us: f64,
 }
 
 fn parse_duration_us(text: &str) -> Option<f64> {
@@ -143,10 +158,12 @@ fn parse_wrk(output: &str) -> anyhow::Result<WrkRun> {
         p50_us: p50.context("no 50% latency in wrk output")?,
         p99_us: p99.context("no 99% latency in wrk output")?,
         requests: requests.context("no request count in wrk output")?,
+        cpu_us: f64::NAN,
     })
 }
 
 fn wrk(url: &str, bearer: &str, connections: u32, seconds: u64) -> anyhow::Result<WrkRun> {
+    let cpu_before = cpu::snapshot()?;
     let mut child = Command::new("wrk")
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["--latency", "--timeout", "5s", "-H", bearer, url])
@@ -175,7 +192,10 @@ fn wrk(url: &str, bearer: &str, connections: u32, seconds: u64) -> anyhow::Resul
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    parse_wrk(&stdout).with_context(|| format!("wrk output:\n{stdout}"))
+    let cpu_ns = cpu::snapshot()?.since(&cpu_before);
+    let mut run = parse_wrk(&stdout).with_context(|| format!("wrk output:\n{stdout}"))?;
+    run.cpu_us = cpu_ns as f64 / 1_000.0 / run.requests.max(1) as f64;
+    Ok(run)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -185,6 +205,8 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--duration", 5)?;
     let connections: u32 = arg("--connections", 16)?;
     let warmup: u64 = arg("--warmup", 2)?;
+    let serve_only: u64 = arg("--serve-only", 0)?;
+    let prototype_cache = flag("--prototype-cache");
 
     // As `flyteauth serve` does: one crypto provider for the process, logging as configured
     // (`RUST_LOG`, default `info`; nothing on the `/me` path logs at that level).
@@ -195,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         .thread_name("bench-server")
         .enable_all()
         .build()?;
-    let server = runtime.block_on(start())?;
+    let server = runtime.block_on(start(prototype_cache))?;
     let addr = server.addr;
 
     let token = fixture::fetch_token(addr)?;
@@ -206,41 +228,55 @@ fn main() -> anyhow::Result<()> {
     }
 
     let bearer = format!("Authorization: Bearer {token}");
+    if serve_only > 0 {
+        // For profiling: drive it by hand (wrk, perf record -p) while it runs.
+        println!(
+            "serving http://{addr} for {serve_only} s (pid {})",
+            std::process::id()
+        );
+        println!("wrk -t1 -c{connections} -d10s -H '{bearer}' http://{addr}/me");
+        std::thread::sleep(Duration::from_secs(serve_only));
+        let _ = server.stop.send(());
+        return Ok(());
+    }
     let base = format!("http://{addr}");
-    let routes = [
+    let mut routes = vec![
         ("/me", format!("{base}/me")),
         ("empty", format!("{base}{EMPTY_PATH}")),
     ];
+    if prototype_cache {
+        routes.push(("me-cached", format!("{base}{CACHED_PATH}")));
+    }
     println!(
         "server: in-process, tokio multi-thread runtime with {workers} worker thread(s), {addr}; \
          wrk: 1 thread, {connections} connections, {seconds} s per run, {rounds} rounds; \
-         token {} bytes sent to both routes",
+         the same {}-byte bearer token is sent to every route",
         token.len()
     );
     for (_, url) in &routes {
         wrk(url, &bearer, connections, warmup)?;
     }
 
-    let mut results: [Vec<WrkRun>; 2] = Default::default();
+    let mut results: Vec<Vec<WrkRun>> = vec![Vec::new(); routes.len()];
     for round in 0..rounds {
-        // Alternate which route goes first, so neither always gets the calmer half of a round.
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for index in order {
+        // Rotate which route goes first, so none always gets the calmer part of a round.
+        let mut line = format!("round {}:", round + 1);
+        for k in 0..routes.len() {
+            let index = (round + k) % routes.len();
             results[index].push(wrk(&routes[index].1, &bearer, connections, seconds)?);
         }
-        let (me, empty) = (results[0][round], results[1][round]);
-        println!(
-            "round {}: /me {:>9.0} req/s (p50 {:.0} us, p99 {:.0} us)   empty {:>9.0} req/s (p50 {:.0} us, \
-             p99 {:.0} us)   ratio {:.3}",
-            round + 1,
-            me.rps,
-            me.p50_us,
-            me.p99_us,
-            empty.rps,
-            empty.p50_us,
-            empty.p99_us,
-            me.rps / empty.rps
-        );
+        for (index, (name, _)) in routes.iter().enumerate() {
+            let r = results[index][round];
+            line.push_str(&format!(
+                "  {name} {:.0} req/s (p50 {:.0} us, p99 {:.0} us, {:.1} us CPU/req)",
+                r.rps, r.p50_us, r.p99_us, r.cpu_us
+            ));
+        }
+        line.push_str(&format!(
+            "  ratio {:.3}",
+            results[0][round].rps / results[1][round].rps
+        ));
+        println!("{line}");
     }
 
     let _ = server.stop.send(());
@@ -253,45 +289,90 @@ fn main() -> anyhow::Result<()> {
         Err(_) => bail!("server did not stop within 30 s"),
     }
 
-    let pick = |i: usize, f: fn(&WrkRun) -> f64| results[i].iter().map(f).collect::<Vec<_>>();
-    let me_rps = median(&pick(0, |r| r.rps));
-    let empty_rps = median(&pick(1, |r| r.rps));
-    let ratio = me_rps / empty_rps;
+    let medians: Vec<Summary> = results.iter().map(|runs| Summary::of(runs)).collect();
+    let (me, empty) = (medians[0], medians[1]);
+    let ratio = me.rps / empty.rps;
     let per_round: Vec<f64> = results[0]
         .iter()
         .zip(&results[1])
         .map(|(m, e)| m.rps / e.rps)
         .collect();
     let (lo, hi) = range(&per_round);
-    let me_p50 = median(&pick(0, |r| r.p50_us));
-    let empty_p50 = median(&pick(1, |r| r.p50_us));
-    let me_p99 = median(&pick(0, |r| r.p99_us));
-    let empty_p99 = median(&pick(1, |r| r.p99_us));
     let total: u64 = results.iter().flatten().map(|r| r.requests).sum();
     println!();
-    println!("median /me     {me_rps:>9.0} req/s  p50 {me_p50:.0} us  p99 {me_p99:.0} us");
-    println!(
-        "median empty   {empty_rps:>9.0} req/s  p50 {empty_p50:.0} us  p99 {empty_p99:.0} us  (baseline)"
-    );
+    for ((name, _), m) in routes.iter().zip(&medians) {
+        println!(
+            "median {name:<10} {:>8.0} req/s  p50 {:.0} us  p99 {:.0} us  server CPU {:.1} us/req{}",
+            m.rps,
+            m.p50_us,
+            m.p99_us,
+            m.cpu_us,
+            if *name == "empty" { "  (baseline)" } else { "" }
+        );
+    }
     println!(
         "/me / empty    {ratio:.3}  (per-round {lo:.3}..{hi:.3}; target >= {TARGET_RATIO}) {}",
         verdict(ratio >= TARGET_RATIO)
     );
+    println!(
+        "server CPU per request: /me adds {:.1} us to the empty route's {:.1} us; CPU ratio empty/me {:.3}",
+        me.cpu_us - empty.cpu_us,
+        empty.cpu_us,
+        empty.cpu_us / me.cpu_us
+    );
+    if let Some(cached) = medians.get(2) {
+        println!(
+            "prototype (not production): me-cached / empty {:.3}, server CPU {:.1} us/req",
+            cached.rps / empty.rps,
+            cached.cpu_us
+        );
+        println!("RESULT http.cached_rps {:.0}", cached.rps);
+        println!("RESULT http.cached_ratio {:.3}", cached.rps / empty.rps);
+        println!("RESULT http.cached_cpu_us {:.1}", cached.cpu_us);
+    }
     println!("requests served in measured rounds: {total}, all 2xx");
     println!("RESULT http.workers {workers}");
     println!("RESULT http.connections {connections}");
     println!("RESULT http.duration_s {seconds}");
     println!("RESULT http.rounds {rounds}");
-    println!("RESULT http.me_rps {me_rps:.0}");
-    println!("RESULT http.empty_rps {empty_rps:.0}");
-    println!("RESULT http.me_p50_us {me_p50:.0}");
-    println!("RESULT http.me_p99_us {me_p99:.0}");
-    println!("RESULT http.empty_p50_us {empty_p50:.0}");
-    println!("RESULT http.empty_p99_us {empty_p99:.0}");
+    println!("RESULT http.me_rps {:.0}", me.rps);
+    println!("RESULT http.empty_rps {:.0}", empty.rps);
+    println!("RESULT http.me_p50_us {:.0}", me.p50_us);
+    println!("RESULT http.me_p99_us {:.0}", me.p99_us);
+    println!("RESULT http.empty_p50_us {:.0}", empty.p50_us);
+    println!("RESULT http.empty_p99_us {:.0}", empty.p99_us);
+    println!("RESULT http.me_cpu_us {:.1}", me.cpu_us);
+    println!("RESULT http.empty_cpu_us {:.1}", empty.cpu_us);
+    println!(
+        "RESULT http.me_extra_cpu_us {:.1}",
+        me.cpu_us - empty.cpu_us
+    );
+    println!("RESULT http.cpu_ratio {:.3}", empty.cpu_us / me.cpu_us);
     println!("RESULT http.ratio {ratio:.3}");
     println!("RESULT http.ratio_range {lo:.3}..{hi:.3}");
     println!("RESULT http.verdict {}", verdict(ratio >= TARGET_RATIO));
     Ok(())
+}
+
+/// Medians over the rounds of one route.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us: f64,
+}
+
+impl Summary {
+    fn of(runs: &[WrkRun]) -> Self {
+        let m = |f: fn(&WrkRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Self {
+            rps: m(|r| r.rps),
+            p50_us: m(|r| r.p50_us),
+            p99_us: m(|r| r.p99_us),
+            cpu_us: m(|r| r.cpu_us),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! Target: VmRSS after 100,000 validations < 50 MB (50 × 10⁶ bytes; also shown in MiB).
 //!
 //! Options: `--binary PATH` (default: `flyteauth` beside this executable), `--requests N`
-//! (100000), `--connections N` (4), `--repeat N` extra batches for the growth check (1).
+//! (100000), `--connections N` (4), `--repeat N` extra batches for the growth check (2).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     let binary: PathBuf = arg("--binary", default_binary)?;
     let requests: u64 = arg("--requests", 100_000)?;
     let connections: u64 = arg("--connections", 4)?.max(1);
-    let repeat: u64 = arg("--repeat", 1)?;
+    let repeat: u64 = arg("--repeat", 2)?;
     if !binary.is_file() {
         bail!(
             "{} not found; build it with `cargo build --release -p flyteauth-server` or pass --binary",

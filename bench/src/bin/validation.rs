@@ -13,7 +13,7 @@
 //!
 //! Target: `validate` ≤ 1.5 × `jwt_verify`.
 //!
-//! Options: `--rounds N` (default 7), `--iters N` per operation per round (default 10000),
+//! Options: `--rounds N` (default 21), `--iters N` per operation per round (default 3000),
 //! `--warmup N` (default 2000).
 
 use std::hint::black_box;
@@ -40,8 +40,8 @@ type Op<'a> = (&'static str, Box<dyn Fn() -> bool + 'a>);
 
 fn main() -> anyhow::Result<()> {
     flyteauth_bench::watchdog(Duration::from_secs(300), || {});
-    let rounds: usize = arg("--rounds", 7)?;
-    let iters: u32 = arg("--iters", 10_000)?;
+    let rounds: usize = arg("--rounds", 21)?;
+    let iters: u32 = arg("--iters", 3_000)?;
     let warmup: u32 = arg("--warmup", 2_000)?;
 
     // Issuer, audiences, lifetime and leeway exactly as the server derives them from its config.

@@ -20,6 +20,10 @@ use crate::clock::Clock;
 use crate::identity::{Identity, PrincipalKind, UserInfo};
 use crate::keys::KeyRing;
 
+mod cache;
+pub use cache::{CAPACITY as VERIFIED_TOKEN_CAPACITY, MAX_TOKEN_BYTES as VERIFIED_TOKEN_MAX_BYTES};
+use cache::{Verified, VerifiedTokens};
+
 /// The `typ` header of our access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
@@ -290,6 +294,7 @@ pub struct TokenValidator {
     audiences: Vec<String>,
     leeway: i64,
     clock: Arc<dyn Clock>,
+    verified: VerifiedTokens,
 }
 
 impl fmt::Debug for TokenValidator {
@@ -351,11 +356,46 @@ impl TokenValidator {
             audiences,
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             clock,
+            verified: VerifiedTokens::default(),
         }
     }
 
     /// Validates `token` and returns who it speaks for. Scopes are not checked here (callers decide).
+    ///
+    /// A token that passed before is answered from a bounded memo keyed by its exact bytes, with only `exp`,
+    /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call.
     pub fn validate(&self, token: &str) -> Result<Identity, ValidationError> {
+        let now = self.clock.unix_now();
+        if let Some(hit) = self.verified.get(token) {
+            if now >= hit.identity.expires_at.saturating_add(self.leeway) {
+                self.verified.remove(token);
+                return Err(ValidationError::Expired);
+            }
+            if hit.not_before > now.saturating_add(self.leeway) {
+                return Err(ValidationError::NotYetValid);
+            }
+            return Ok(hit.identity.clone());
+        }
+        let (identity, not_before) = self.verify(token, now)?;
+        self.verified.insert(
+            token,
+            Verified {
+                identity: identity.clone(),
+                not_before,
+            },
+            now,
+            self.leeway,
+        );
+        Ok(identity)
+    }
+
+    /// How many verified tokens the memo holds (for tests and metrics).
+    pub fn remembered(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// Full validation: header, signature, claims. Returns the identity and the later of `iat` and `nbf`.
+    fn verify(&self, token: &str, now: i64) -> Result<(Identity, i64), ValidationError> {
         let mut parts = token.splitn(3, '.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64)) =
             (parts.next(), parts.next(), parts.next())
@@ -413,10 +453,10 @@ impl TokenValidator {
             .map_err(|_| ValidationError::Malformed)?;
         let raw: RawClaims =
             serde_json::from_slice(&payload).map_err(|_| ValidationError::Malformed)?;
-        self.check_claims(raw)
+        self.check_claims(raw, now)
     }
 
-    fn check_claims(&self, raw: RawClaims) -> Result<Identity, ValidationError> {
+    fn check_claims(&self, raw: RawClaims, now: i64) -> Result<(Identity, i64), ValidationError> {
         use ValidationError::MissingClaim;
         let exp = raw.exp.ok_or(MissingClaim("exp"))?;
         let iat = raw.iat.ok_or(MissingClaim("iat"))?;
@@ -426,10 +466,10 @@ impl TokenValidator {
         let jti = raw.jti.ok_or(MissingClaim("jti"))?;
         let client_id = raw.client_id.ok_or(MissingClaim("client_id"))?;
 
-        let now = self.clock.unix_now();
         if now >= exp.saturating_add(self.leeway) {
             return Err(ValidationError::Expired);
         }
+        let not_before = raw.nbf.map_or(iat, |nbf| nbf.max(iat));
         let latest_start = now.saturating_add(self.leeway);
         if raw.nbf.is_some_and(|nbf| nbf > latest_start) || iat > latest_start {
             return Err(ValidationError::NotYetValid);
@@ -491,7 +531,7 @@ impl TokenValidator {
             }
             user_info.additional_claims = claims;
         }
-        Ok(Identity {
+        let identity = Identity {
             subject: sub,
             client_id,
             kind,
@@ -500,7 +540,8 @@ impl TokenValidator {
             token_id: jti,
             expires_at: exp,
             user_info,
-        })
+        };
+        Ok((identity, not_before))
     }
 }
 

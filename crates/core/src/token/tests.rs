@@ -662,3 +662,92 @@ fn debug_output_of_issuer_and_validator_is_safe() {
     assert!(debug.contains(ISSUER));
     assert!(!debug.contains("PRIVATE"));
 }
+
+// The memo of verified tokens: a hit must never answer differently from full validation.
+
+#[test]
+fn a_remembered_token_still_expires() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    assert!(f.validator.validate(&token).is_ok());
+    assert_eq!(f.validator.remembered(), 1);
+    assert!(f.validator.validate(&token).is_ok(), "served from the memo");
+    // Just inside exp + leeway, then just past it.
+    f.clock.advance(time::Duration::seconds(1800 + 29));
+    assert!(f.validator.validate(&token).is_ok());
+    f.clock.advance(time::Duration::seconds(1));
+    assert_eq!(f.validator.validate(&token), Err(ValidationError::Expired));
+    assert_eq!(f.validator.remembered(), 0, "expired entries are dropped");
+}
+
+#[test]
+fn a_remembered_token_is_not_valid_before_its_time_when_the_clock_goes_back() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    assert!(f.validator.validate(&token).is_ok());
+    f.clock.advance(time::Duration::seconds(-31));
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::NotYetValid)
+    );
+}
+
+#[test]
+fn failures_are_not_remembered() {
+    let f = fixture();
+    let mut claims = claims_json();
+    claims["iat"] = json!(T0 + 120);
+    let early = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(
+        f.validator.validate(&early),
+        Err(ValidationError::NotYetValid)
+    );
+    assert_eq!(f.validator.remembered(), 0);
+    f.clock.advance(time::Duration::seconds(120));
+    assert!(
+        f.validator.validate(&early).is_ok(),
+        "verified afresh once valid"
+    );
+}
+
+#[test]
+fn only_the_exact_bytes_hit_the_memo() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    assert!(f.validator.validate(&token).is_ok());
+    // Same header and payload, a flipped signature character: must be verified, and fail.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(
+        f.validator.validate(&forged),
+        Err(ValidationError::BadSignature)
+    );
+    // A payload with another subject under the original signature.
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims = decode_part(parts[1]);
+    claims["sub"] = json!("someone-else");
+    let spliced = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    assert_eq!(
+        f.validator.validate(&spliced),
+        Err(ValidationError::BadSignature)
+    );
+}
+
+#[test]
+fn the_memo_stays_bounded() {
+    let f = fixture();
+    let mut claims = claims_json();
+    for i in 0..(VERIFIED_TOKEN_CAPACITY + 10) {
+        claims["jti"] = json!(format!("j-{i}"));
+        let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+        assert!(f.validator.validate(&token).is_ok());
+        assert!(f.validator.remembered() <= VERIFIED_TOKEN_CAPACITY);
+    }
+}
