@@ -7,7 +7,6 @@
 pub mod client;
 pub mod cpu;
 pub mod fixture;
-pub mod prototype;
 pub mod stats;
 
 use std::time::Duration;

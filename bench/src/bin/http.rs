@@ -14,9 +14,7 @@
 //!
 //! Options: `--workers N` (1), `--rounds N` (5), `--duration SECS` per wrk run (5),
 //! `--connections N` (16), `--warmup SECS` per route (2); `--serve-only SECS` just serves for that
-//! long and prints a wrk command line (for profiling with `perf record -p`); `--prototype-cache`
-//! also mounts and measures `/bench/me-cached`, a prototype of a verified-token cache (see
-//! `flyteauth_bench::prototype`) — an experiment, not part of the default run.
+//! long and prints a wrk command line (for profiling with `perf record -p`).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -26,9 +24,8 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use flyteauth_bench::prototype::{self, VerifiedTokens};
 use flyteauth_bench::stats::{median, range, verdict};
-use flyteauth_bench::{arg, client, cpu, fixture, flag};
+use flyteauth_bench::{arg, client, cpu, fixture};
 use flyteauth_server::dispatch::Dispatch;
 use flyteauth_server::serve::{self, ServeOptions};
 use flyteauth_server::{app, grpc, health, listener, metrics, telemetry};
@@ -36,7 +33,6 @@ use tokio::sync::oneshot;
 
 const TARGET_RATIO: f64 = 0.70;
 const EMPTY_PATH: &str = "/bench/empty";
-const CACHED_PATH: &str = "/bench/me-cached";
 
 /// The extra route: nothing but a 200, wrapped in the same middleware as every real route.
 fn bench_routes() -> Router {
@@ -56,7 +52,7 @@ struct Running {
 }
 
 /// Builds and starts the server on the current runtime.
-async fn start(prototype_cache: bool) -> anyhow::Result<Running> {
+async fn start() -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
@@ -74,15 +70,7 @@ async fn start(prototype_cache: bool) -> anyhow::Result<Running> {
     let state = server.state;
     let (_reporter, health_service) = health::grpc_service();
     let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
-    let mut http = app::http_router(state.clone()).merge(bench_routes());
-    if prototype_cache {
-        http = http.merge(
-            Router::new()
-                .route(CACHED_PATH, get(prototype::me_cached))
-                .with_state((state, VerifiedTokens::default()))
-                .layer(axum::middleware::from_fn(metrics::track)),
-        );
-    }
+    let http = app::http_router(state).merge(bench_routes());
     let service = Dispatch::new(grpc_routes, http);
     let options = listener::ServeOptions {
         read_header_timeout,
@@ -206,7 +194,6 @@ fn main() -> anyhow::Result<()> {
     let connections: u32 = arg("--connections", 16)?;
     let warmup: u64 = arg("--warmup", 2)?;
     let serve_only: u64 = arg("--serve-only", 0)?;
-    let prototype_cache = flag("--prototype-cache");
 
     // As `flyteauth serve` does: one crypto provider for the process, logging as configured
     // (`RUST_LOG`, default `info`; nothing on the `/me` path logs at that level).
@@ -217,7 +204,7 @@ fn main() -> anyhow::Result<()> {
         .thread_name("bench-server")
         .enable_all()
         .build()?;
-    let server = runtime.block_on(start(prototype_cache))?;
+    let server = runtime.block_on(start())?;
     let addr = server.addr;
 
     let token = fixture::fetch_token(addr)?;
@@ -240,13 +227,10 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let base = format!("http://{addr}");
-    let mut routes = vec![
+    let routes = vec![
         ("/me", format!("{base}/me")),
         ("empty", format!("{base}{EMPTY_PATH}")),
     ];
-    if prototype_cache {
-        routes.push(("me-cached", format!("{base}{CACHED_PATH}")));
-    }
     println!(
         "server: in-process, tokio multi-thread runtime with {workers} worker thread(s), {addr}; \
          wrk: 1 thread, {connections} connections, {seconds} s per run, {rounds} rounds; \
@@ -320,16 +304,6 @@ fn main() -> anyhow::Result<()> {
         empty.cpu_us,
         empty.cpu_us / me.cpu_us
     );
-    if let Some(cached) = medians.get(2) {
-        println!(
-            "prototype (not production): me-cached / empty {:.3}, server CPU {:.1} us/req",
-            cached.rps / empty.rps,
-            cached.cpu_us
-        );
-        println!("RESULT http.cached_rps {:.0}", cached.rps);
-        println!("RESULT http.cached_ratio {:.3}", cached.rps / empty.rps);
-        println!("RESULT http.cached_cpu_us {:.1}", cached.cpu_us);
-    }
     println!("requests served in measured rounds: {total}, all 2xx");
     println!("RESULT http.workers {workers}");
     println!("RESULT http.connections {connections}");

@@ -1,10 +1,12 @@
 //! Token validation against the bare RS256 signature check of the same token.
 //!
-//! One process, one key, one token. Three operations are timed in interleaved rounds (the order
-//! rotates each round, so drift of the shared machine hits all three alike):
+//! One process, one key, one token. Four operations are timed in interleaved rounds (the order
+//! rotates each round, so drift of the shared machine hits all alike):
 //!
-//! * `validate`: `TokenValidator::validate` — header decode, key lookup, signature check,
-//!   claims decode and checks, `Identity` construction (what every `/me` and RPC does);
+//! * `validate`: `TokenValidator::validate_uncached` — header decode, key lookup, signature check,
+//!   claims decode and checks, `Identity` construction (what the first sighting of a token costs);
+//! * `memo_hit`: `TokenValidator::validate` of a token seen before — the memo lookup and the time
+//!   checks (what every later `/me` and RPC with the same token costs);
 //! * `jwt_verify` (the baseline of the target): `jsonwebtoken::crypto::verify` of the token's
 //!   signing input and signature with the same public key — the signature check `validate`
 //!   makes, and nothing else;
@@ -107,10 +109,10 @@ fn main() -> anyhow::Result<()> {
         .verify_sig(message, &signature)
         .map_err(|_| anyhow::anyhow!("aws-lc-rs refused the signature"))?;
 
-    let ops: [Op<'_>; 3] = [
+    let ops: [Op<'_>; 4] = [
         (
             "validate",
-            Box::new(|| validator.validate(black_box(&token)).is_ok()),
+            Box::new(|| validator.validate_uncached(black_box(&token)).is_ok()),
         ),
         (
             "jwt_verify",
@@ -132,6 +134,10 @@ fn main() -> anyhow::Result<()> {
                     .is_ok()
             }),
         ),
+        (
+            "memo_hit",
+            Box::new(|| validator.validate(black_box(&token)).is_ok()),
+        ),
     ];
 
     println!(
@@ -149,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut ns: [Vec<f64>; 3] = Default::default();
+    let mut ns: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
         for k in 0..ops.len() {
             let index = (round + k) % ops.len();
@@ -166,16 +172,22 @@ fn main() -> anyhow::Result<()> {
             ns[index].push(elapsed.as_nanos() as f64 / f64::from(iters));
         }
         println!(
-            "round {}: validate {:.0} ns/op, jwt_verify {:.0} ns/op, floor {:.0} ns/op, ratio {:.3}",
+            "round {}: validate {:.0} ns/op, jwt_verify {:.0} ns/op, floor {:.0} ns/op, memo_hit {:.0} ns/op, ratio {:.3}",
             round + 1,
             ns[0][round],
             ns[1][round],
             ns[2][round],
+            ns[3][round],
             ns[0][round] / ns[1][round],
         );
     }
 
-    let [validate, jwt_verify, floor] = [median(&ns[0]), median(&ns[1]), median(&ns[2])];
+    let [validate, jwt_verify, floor, memo_hit] = [
+        median(&ns[0]),
+        median(&ns[1]),
+        median(&ns[2]),
+        median(&ns[3]),
+    ];
     let per_round: Vec<f64> = ns[0].iter().zip(&ns[1]).map(|(v, j)| v / j).collect();
     let ratio = validate / jwt_verify;
     let (lo, hi) = range(&per_round);
@@ -183,6 +195,7 @@ fn main() -> anyhow::Result<()> {
     println!("median validate        {validate:>9.0} ns/op");
     println!("median jwt_verify      {jwt_verify:>9.0} ns/op   (baseline)");
     println!("median floor           {floor:>9.0} ns/op   (aws-lc-rs, pre-parsed key)");
+    println!("median memo_hit        {memo_hit:>9.0} ns/op   (a token seen before)");
     println!(
         "validate / jwt_verify  {ratio:.3}  (per-round {lo:.3}..{hi:.3}; target <= {TARGET_RATIO}) {}",
         verdict(ratio <= TARGET_RATIO)
@@ -195,6 +208,11 @@ fn main() -> anyhow::Result<()> {
     println!("RESULT validation.validate_ns {validate:.0}");
     println!("RESULT validation.jwt_verify_ns {jwt_verify:.0}");
     println!("RESULT validation.floor_ns {floor:.0}");
+    println!("RESULT validation.memo_hit_ns {memo_hit:.0}");
+    println!(
+        "RESULT validation.memo_hit_ratio {:.3}",
+        memo_hit / jwt_verify
+    );
     println!("RESULT validation.ratio {ratio:.3}");
     println!("RESULT validation.ratio_range {lo:.3}..{hi:.3}");
     println!("RESULT validation.ratio_floor {:.3}", validate / floor);

@@ -364,7 +364,7 @@ impl TokenValidator {
     ///
     /// A token that passed before is answered from a bounded memo keyed by its exact bytes, with only `exp`,
     /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call.
-    pub fn validate(&self, token: &str) -> Result<Identity, ValidationError> {
+    pub fn validate(&self, token: &str) -> Result<Arc<Identity>, ValidationError> {
         let now = self.clock.unix_now();
         if let Some(hit) = self.verified.get(token) {
             if now >= hit.identity.expires_at.saturating_add(self.leeway) {
@@ -377,6 +377,7 @@ impl TokenValidator {
             return Ok(hit.identity.clone());
         }
         let (identity, not_before) = self.verify(token, now)?;
+        let identity = Arc::new(identity);
         self.verified.insert(
             token,
             Verified {
@@ -387,6 +388,12 @@ impl TokenValidator {
             self.leeway,
         );
         Ok(identity)
+    }
+
+    /// Full validation of `token`, neither consulting nor filling the memo (what a first sighting costs).
+    pub fn validate_uncached(&self, token: &str) -> Result<Identity, ValidationError> {
+        self.verify(token, self.clock.unix_now())
+            .map(|(identity, _)| identity)
     }
 
     /// How many verified tokens the memo holds (for tests and metrics).

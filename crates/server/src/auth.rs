@@ -8,6 +8,7 @@ use crate::metrics;
 use crate::state::AppState;
 use flyteauth_core::identity::Identity;
 use http::{HeaderMap, HeaderName};
+use std::sync::Arc;
 
 /// The scope every platform call requires (flyteadmin's blanket authorization).
 pub const PLATFORM_SCOPE: &str = "all";
@@ -53,7 +54,7 @@ pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     custom: &HeaderName,
-) -> Result<Identity, ApiError> {
+) -> Result<Arc<Identity>, ApiError> {
     let outcome = bearer_token(headers, custom).and_then(|token| {
         state
             .validator
@@ -71,7 +72,7 @@ pub fn authorize_platform_call(
     state: &AppState,
     headers: &HeaderMap,
     custom: &HeaderName,
-) -> Result<Identity, ApiError> {
+) -> Result<Arc<Identity>, ApiError> {
     let identity = authenticate(state, headers, custom)?;
     if identity.has_scope(PLATFORM_SCOPE) {
         Ok(identity)

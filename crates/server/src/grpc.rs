@@ -21,7 +21,7 @@ impl Services {
     fn user_info(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<flyteauth_core::identity::UserInfo, Status> {
+    ) -> Result<std::sync::Arc<flyteauth_core::identity::Identity>, Status> {
         // The header map view of the metadata borrows; no copy on the hot path.
         rpc::user_info(
             &self.state,
@@ -78,8 +78,8 @@ impl v1::identity_service_server::IdentityService for Services {
         &self,
         request: Request<v1::UserInfoRequest>,
     ) -> Result<Response<v1::UserInfoResponse>, Status> {
-        let info = Services::user_info(self, request.metadata())?;
-        Ok(Response::new(info.into_wire()))
+        let identity = Services::user_info(self, request.metadata())?;
+        Ok(Response::new((&identity.user_info).into_wire()))
     }
 }
 
@@ -108,7 +108,7 @@ impl v2::identity_service_server::IdentityService for Services {
         &self,
         request: Request<v2::UserInfoRequest>,
     ) -> Result<Response<v2::UserInfoResponse>, Status> {
-        let info = Services::user_info(self, request.metadata())?;
-        Ok(Response::new(info.into_wire()))
+        let identity = Services::user_info(self, request.metadata())?;
+        Ok(Response::new((&identity.user_info).into_wire()))
     }
 }

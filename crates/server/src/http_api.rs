@@ -13,7 +13,8 @@ pub const USER_SUBJECT_HEADER: HeaderName = HeaderName::from_static("x-user-subj
 
 /// `GET /me`: the caller's identity as snake_case JSON with every field present.
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let info = rpc::user_info(&state, &headers, &state.http_header)?;
+    let identity = rpc::user_info(&state, &headers, &state.http_header)?;
+    let info = &identity.user_info;
     let subject = HeaderValue::from_str(&info.subject).ok();
     let mut response = Json(info).into_response();
     if let Some(subject) = subject {

@@ -5,12 +5,13 @@
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
-use flyteauth_core::identity::UserInfo;
+use flyteauth_core::identity::{Identity, UserInfo};
 use flyteauth_core::metadata::{PublicClientConfig, ServerMetadata};
 use flyteauth_proto::flyteidl::service as v1;
 use flyteauth_proto::flyteidl2::auth as v2;
 use flyteauth_proto::wkt;
 use http::HeaderMap;
+use std::sync::Arc;
 
 /// AuthMetadataService.GetOAuth2Metadata: anonymous.
 pub fn oauth2_metadata(state: &AppState) -> &ServerMetadata {
@@ -28,8 +29,8 @@ pub fn user_info(
     state: &AppState,
     headers: &HeaderMap,
     custom: &http::HeaderName,
-) -> Result<UserInfo, ApiError> {
-    auth::authorize_platform_call(state, headers, custom).map(|identity| identity.user_info)
+) -> Result<Arc<Identity>, ApiError> {
+    auth::authorize_platform_call(state, headers, custom)
 }
 
 /// Converts JSON claims into a `google.protobuf.Struct`.
@@ -64,22 +65,22 @@ pub trait IntoWire<M> {
 
 macro_rules! user_info_wire {
     ($ty:ty) => {
-        impl IntoWire<$ty> for UserInfo {
+        impl IntoWire<$ty> for &UserInfo {
             fn into_wire(self) -> $ty {
                 <$ty>::from_parts(self)
             }
         }
         impl FromUserInfo for $ty {
-            fn from_parts(info: UserInfo) -> Self {
+            fn from_parts(info: &UserInfo) -> Self {
                 Self {
                     additional_claims: Some(to_struct(&info.additional_claims)),
-                    subject: info.subject,
-                    name: info.name,
-                    preferred_username: info.preferred_username,
-                    given_name: info.given_name,
-                    family_name: info.family_name,
-                    email: info.email,
-                    picture: info.picture,
+                    subject: info.subject.clone(),
+                    name: info.name.clone(),
+                    preferred_username: info.preferred_username.clone(),
+                    given_name: info.given_name.clone(),
+                    family_name: info.family_name.clone(),
+                    email: info.email.clone(),
+                    picture: info.picture.clone(),
                 }
             }
         }
@@ -87,7 +88,7 @@ macro_rules! user_info_wire {
 }
 
 trait FromUserInfo {
-    fn from_parts(info: UserInfo) -> Self;
+    fn from_parts(info: &UserInfo) -> Self;
 }
 
 user_info_wire!(v1::UserInfoResponse);
@@ -193,7 +194,7 @@ pub mod connect_routes {
                     options,
                     |state: AppState, h: HeaderMap, _r: v2::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
-                            .map(IntoWire::<v2::UserInfoResponse>::into_wire)
+                            .map(|identity| -> v2::UserInfoResponse { (&identity.user_info).into_wire() })
                             .map_err(tonic::Status::from)
                     },
                 ),
@@ -222,7 +223,7 @@ pub mod connect_routes {
                     options,
                     |state: AppState, h: HeaderMap, _r: v1::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
-                            .map(IntoWire::<v1::UserInfoResponse>::into_wire)
+                            .map(|identity| -> v1::UserInfoResponse { (&identity.user_info).into_wire() })
                             .map_err(tonic::Status::from)
                     },
                 ),

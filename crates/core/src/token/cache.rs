@@ -22,8 +22,8 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// A token that passed validation, and the times that bound its validity.
 #[derive(Debug)]
 pub(crate) struct Verified {
-    /// Who the token speaks for.
-    pub identity: Identity,
+    /// Who the token speaks for, shared with every caller presenting the same token.
+    pub identity: Arc<Identity>,
     /// The later of `iat` and `nbf`.
     pub not_before: i64,
 }
