@@ -28,7 +28,7 @@ use flyteauth_bench::stats::{median, range, verdict};
 use flyteauth_bench::{arg, client, cpu, fixture};
 use flyteauth_server::dispatch::Dispatch;
 use flyteauth_server::serve::{self, ServeOptions};
-use flyteauth_server::{app, grpc, health, listener, metrics, telemetry};
+use flyteauth_server::{app, grpc, health, listener, telemetry};
 use tokio::sync::oneshot;
 
 const TARGET_RATIO: f64 = 0.70;
@@ -39,9 +39,8 @@ fn bench_routes() -> Router {
     async fn empty() -> StatusCode {
         StatusCode::OK
     }
-    Router::new()
-        .route(EMPTY_PATH, get(empty))
-        .layer(axum::middleware::from_fn(metrics::track))
+    // Mounted inside the production router, so it runs behind the same middleware as `/me`.
+    Router::new().route(EMPTY_PATH, get(empty))
 }
 
 struct Running {
@@ -70,7 +69,7 @@ async fn start() -> anyhow::Result<Running> {
     let state = server.state;
     let (_reporter, health_service) = health::grpc_service();
     let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
-    let http = app::http_router(state).merge(bench_routes());
+    let http = app::http_router_with(state, bench_routes());
     let service = Dispatch::new(grpc_routes, http);
     let options = listener::ServeOptions {
         read_header_timeout,
@@ -150,9 +149,33 @@ fn parse_wrk(output: &str) -> anyhow::Result<WrkRun> {
     })
 }
 
-fn wrk(url: &str, bearer: &str, connections: u32, seconds: u64) -> anyhow::Result<WrkRun> {
+/// Where the load generator runs: its own CPU (`taskset -c N wrk …`) or wherever the scheduler puts it.
+#[derive(Clone, Copy)]
+struct LoadCpu(Option<usize>);
+
+impl LoadCpu {
+    fn command(self) -> Command {
+        match self.0 {
+            Some(cpu) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", &cpu.to_string(), "wrk"]);
+                command
+            }
+            None => Command::new("wrk"),
+        }
+    }
+}
+
+fn wrk(
+    load_cpu: LoadCpu,
+    url: &str,
+    bearer: &str,
+    connections: u32,
+    seconds: u64,
+) -> anyhow::Result<WrkRun> {
     let cpu_before = cpu::snapshot()?;
-    let mut child = Command::new("wrk")
+    let mut child = load_cpu
+        .command()
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["--latency", "--timeout", "5s", "-H", bearer, url])
         .stdout(Stdio::piped())
@@ -193,6 +216,10 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--duration", 5)?;
     let connections: u32 = arg("--connections", 16)?;
     let warmup: u64 = arg("--warmup", 2)?;
+    // With `--wrk-cpu N` (scripts/bench: the server under `taskset -c 0`, wrk on CPU 1) neither side
+    // migrates or steals the other's core, so both routes are measured under the same conditions.
+    let wrk_cpu: i64 = arg("--wrk-cpu", -1)?;
+    let load_cpu = LoadCpu(usize::try_from(wrk_cpu).ok());
     let serve_only: u64 = arg("--serve-only", 0)?;
 
     // As `flyteauth serve` does: one crypto provider for the process, logging as configured
@@ -238,7 +265,7 @@ fn main() -> anyhow::Result<()> {
         token.len()
     );
     for (_, url) in &routes {
-        wrk(url, &bearer, connections, warmup)?;
+        wrk(load_cpu, url, &bearer, connections, warmup)?;
     }
 
     let mut results: Vec<Vec<WrkRun>> = vec![Vec::new(); routes.len()];
@@ -247,7 +274,13 @@ fn main() -> anyhow::Result<()> {
         let mut line = format!("round {}:", round + 1);
         for k in 0..routes.len() {
             let index = (round + k) % routes.len();
-            results[index].push(wrk(&routes[index].1, &bearer, connections, seconds)?);
+            results[index].push(wrk(
+                load_cpu,
+                &routes[index].1,
+                &bearer,
+                connections,
+                seconds,
+            )?);
         }
         for (index, (name, _)) in routes.iter().enumerate() {
             let r = results[index][round];

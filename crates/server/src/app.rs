@@ -92,6 +92,12 @@ fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> 
 
 /// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes and metrics.
 pub fn http_router(state: AppState) -> Router {
+    http_router_with(state, Router::new())
+}
+
+/// [`http_router`] plus `extra` routes, served behind the same middleware (metrics, CORS) as every
+/// other route: for embedding, and for benchmarks whose baseline must share the stack.
+pub fn http_router_with(state: AppState, extra: Router) -> Router {
     let cors = cors(&state.config.server.security);
     let max_body_bytes = state.config.flyteauth.max_request_bytes;
     let store = state.store.clone();
@@ -105,6 +111,7 @@ pub fn http_router(state: AppState) -> Router {
         .merge(rpc::connect_routes::router(max_body_bytes))
         .with_state(state)
         .merge(health::router(ready))
+        .merge(extra)
         .route("/metrics", get(metrics::handler))
         .fallback(not_found)
         .layer(tower::util::option_layer(cors))
