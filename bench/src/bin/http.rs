@@ -308,12 +308,14 @@ fn main() -> anyhow::Result<()> {
 
     let medians: Vec<Summary> = results.iter().map(|runs| Summary::of(runs)).collect();
     let (me, empty) = (medians[0], medians[1]);
-    let ratio = me.rps / empty.rps;
+    // Each round runs /me and empty back to back, so a round is a matched pair; the median of the
+    // pairs' ratios is immune to the machine changing speed between rounds, a ratio of medians is not.
     let per_round: Vec<f64> = results[0]
         .iter()
         .zip(&results[1])
         .map(|(m, e)| m.rps / e.rps)
         .collect();
+    let ratio = median(&per_round);
     let (lo, hi) = range(&per_round);
     let total: u64 = results.iter().flatten().map(|r| r.requests).sum();
     println!();
