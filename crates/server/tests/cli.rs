@@ -31,6 +31,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `flyteauth serve` on the embedded default with its own data directory and port, plus `extra` flags.
+fn serve_command(data: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env_remove("FLYTEAUTH_CONFIG");
+    command
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -201,17 +212,8 @@ fn embedded_default_serves_prints_usage_once_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let start = || {
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ])
-            .env_remove("FLYTEAUTH_CONFIG")
+        serve_command(&data, port, &[])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -272,15 +274,7 @@ fn self_signed_tls_serves_https_with_a_ca_clients_can_trust() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--self-signed-tls",
-        ])
+    let mut child = serve_command(&data, port, &["--self-signed-tls"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -322,16 +316,7 @@ fn logs_never_contain_secrets_or_tokens() {
     let data = dir.path().join("data");
     let log_path = dir.path().join("server.log");
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ])
+    let mut child = serve_command(&data, port, &["--log-format", "json"])
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
