@@ -3,7 +3,7 @@
 //! One in-process server built the way `flyteauth serve` builds it (configuration file, file
 //! secrets, SQLite store, `serve::build`), served by the production listener
 //! (`listener::serve`: protocol detection, per-connection tasks) and the production service
-//! (`Dispatch` of the tonic routes and `app::http_router`, with its metrics middleware), plus one
+//! (`app::service_with`: the tonic routes and the HTTP router with all their middleware), plus one
 //! route that exists only here: `GET /bench/empty`, an empty 200 behind the same metrics
 //! middleware. wrk drives both paths with identical settings and identical request headers (the
 //! empty route also receives the bearer token, and ignores it), alternating routes over several
@@ -26,9 +26,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use flyteauth_bench::stats::{median, range, verdict};
 use flyteauth_bench::{arg, client, cpu, fixture};
-use flyteauth_server::dispatch::Dispatch;
 use flyteauth_server::serve::{self, ServeOptions};
-use flyteauth_server::{app, grpc, health, listener, telemetry};
+use flyteauth_server::{app, listener, telemetry};
 use tokio::sync::oneshot;
 
 const TARGET_RATIO: f64 = 0.70;
@@ -65,12 +64,8 @@ async fn start() -> anyhow::Result<Running> {
         Duration::from_secs(prepared.config.server.read_header_timeout_seconds.max(1));
     let server = serve::build(prepared).await?;
 
-    // `app::service` plus the bench route, assembled from the same public pieces.
-    let state = server.state;
-    let (_reporter, health_service) = health::grpc_service();
-    let grpc_routes = grpc::Services::routes(state.clone()).add_service(health_service);
-    let http = app::http_router_with(state, bench_routes());
-    let service = Dispatch::new(grpc_routes, http);
+    // The production service plus the bench route, behind the same middleware.
+    let service = app::service_with(server.state, bench_routes());
     let options = listener::ServeOptions {
         read_header_timeout,
         ..listener::ServeOptions::default()

@@ -90,14 +90,9 @@ fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> 
     }
 }
 
-/// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes and metrics.
-pub fn http_router(state: AppState) -> Router {
-    http_router_with(state, Router::new())
-}
-
-/// [`http_router`] plus `extra` routes, served behind the same middleware (metrics, CORS) as every
-/// other route: for embedding, and for benchmarks whose baseline must share the stack.
-pub fn http_router_with(state: AppState, extra: Router) -> Router {
+/// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes, metrics and `extra`,
+/// all behind the same middleware (metrics, CORS).
+fn http_router(state: AppState, extra: Router) -> Router {
     let cors = cors(&state.config.server.security);
     let max_body_bytes = state.config.flyteauth.max_request_bytes;
     let store = state.store.clone();
@@ -120,10 +115,16 @@ pub fn http_router_with(state: AppState, extra: Router) -> Router {
 
 /// The single service behind the listener: gRPC to tonic, the rest to [`http_router`].
 pub fn service(state: AppState) -> Dispatch {
+    service_with(state, Router::new())
+}
+
+/// [`service`] with `extra` HTTP routes behind the same middleware as every other route: for
+/// embedding, and for benchmarks whose baseline must share the production stack.
+pub fn service_with(state: AppState, extra: Router) -> Dispatch {
     let (_reporter, health_service) = health::grpc_service();
     let grpc_routes = grpc::Services::routes(state.clone())
         .add_service(health_service)
         .into_axum_router()
         .layer(axum::middleware::from_fn(metrics::track));
-    Dispatch::from_routers(grpc_routes, http_router(state))
+    Dispatch::from_routers(grpc_routes, http_router(state, extra))
 }

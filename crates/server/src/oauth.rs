@@ -118,7 +118,8 @@ pub async fn token(
         Err(rejection) => return body_rejected(&rejection),
     };
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    match token_inner(&state, peer, &headers, &body).await {
+    let mut grant = "none";
+    match token_inner(&state, peer, &headers, &body, &mut grant).await {
         Ok(response) => response,
         Err(e) => {
             let outcome = match &e {
@@ -126,7 +127,7 @@ pub async fn token(
                 ApiError::OAuth(o) => o.code.as_str(),
                 _ => "server_error",
             };
-            metrics::token_issued(grant_label(&body), outcome);
+            metrics::token_issued(grant, outcome);
             e.into_response()
         }
     }
@@ -144,12 +145,8 @@ fn body_rejected(rejection: &BytesRejection) -> Response {
 }
 
 /// Bounded label set for the grant metric, whatever the request says.
-fn grant_label(body: &[u8]) -> &'static str {
-    let grant = form::parse(body)
-        .ok()
-        .and_then(|p| p.get("grant_type").cloned())
-        .unwrap_or_default();
-    match grant.as_str() {
+fn grant_label(grant: &str) -> &'static str {
+    match grant {
         CLIENT_CREDENTIALS => CLIENT_CREDENTIALS,
         "authorization_code" => "authorization_code",
         "refresh_token" => "refresh_token",
@@ -164,6 +161,7 @@ async fn token_inner(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     body: &[u8],
+    grant_metric: &mut &'static str,
 ) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -183,6 +181,7 @@ async fn token_inner(
         None | Some("") => return Err(invalid_request("grant_type is required")),
         Some(g) => g,
     };
+    *grant_metric = grant_label(grant_type);
     if grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::OAuth(OAuthError {
             code: ErrorCode::UnsupportedGrantType,
@@ -252,15 +251,16 @@ async fn authenticate_client(
     };
     let client = state.find_client(&presented.id).await?;
     let secret = presented.secret.unwrap_or_default();
-    let verified = tokio::task::spawn_blocking({
-        let client = client.clone();
-        move || match client.as_ref().and_then(|c| c.secret.as_ref()) {
+    // bcrypt is deliberately slow: keep it off the async workers.
+    let (client, verified) = tokio::task::spawn_blocking(move || {
+        let verified = match client.as_ref().and_then(|c| c.secret.as_ref()) {
             Some(hash) => hash.verify(&secret),
             None => {
                 equalize_timing_for_unknown_client(&secret);
                 false
             }
-        }
+        };
+        (client, verified)
     })
     .await
     .map_err(ApiError::internal)?;
