@@ -157,6 +157,29 @@ pub(crate) fn db_unique(err: sqlx::Error, entity: &'static str, key: &str) -> St
     db(err)
 }
 
+/// Like [`db_unique`] for a record with two unique keys. The second key's violation is recognized by `marker`
+/// appearing in the constraint name (PostgreSQL) or the message (SQLite names the column); anything else is
+/// reported as the first.
+pub(crate) fn db_unique_either(
+    err: sqlx::Error,
+    first: (&'static str, &str),
+    second: (&'static str, &str),
+    marker: &str,
+) -> StoreError {
+    if let sqlx::Error::Database(e) = &err
+        && e.is_unique_violation()
+    {
+        let is_second =
+            e.constraint().is_some_and(|c| c.contains(marker)) || e.message().contains(marker);
+        let (entity, key) = if is_second { second } else { first };
+        return StoreError::AlreadyExists {
+            entity,
+            key: key.to_owned(),
+        };
+    }
+    db(err)
+}
+
 pub(crate) fn connect(err: sqlx::Error) -> StoreError {
     StoreError::Connect(DbError::from_sqlx(&err))
 }

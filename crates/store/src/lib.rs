@@ -4,9 +4,10 @@
 //! [`connect`] picks the backend from the URL scheme, applies the embedded migrations and returns a shared
 //! [`Store`]. The store has no clock: every timestamp is unix seconds supplied by the caller.
 //!
-//! Each kind of record has its own trait ([`AppStore`], [`RevocationStore`], [`AuditStore`]) and its own
-//! migration per backend; [`Store`] bundles them. Later record kinds are added the same way: a new trait module,
-//! a new migration file per backend, and one more supertrait on [`Store`]. Anything that must be atomic
+//! Each kind of record has its own trait ([`AppStore`], [`RevocationStore`], [`AuditStore`], [`UserStore`],
+//! [`CodeStore`], [`RefreshStore`], [`SessionStore`]) and its own migration per backend; [`Store`] bundles them.
+//! Later record kinds are added the same way: a new trait module, a new migration file per backend, and one more
+//! supertrait on [`Store`]. Anything that must be atomic
 //! (consuming a single-use code, rotating a refresh token) is one trait method that each backend implements
 //! atomically; transactions are never exposed.
 
@@ -19,23 +20,42 @@ use async_trait::async_trait;
 
 mod apps;
 mod audit;
+mod codes;
 mod error;
 mod postgres;
+mod refresh;
 mod revocations;
+mod sessions;
 mod sqlite;
 mod text;
+mod users;
 
 #[cfg(test)]
 mod tests;
 
 pub use apps::{AppRecord, AppStore, AppUpdate, NewApp};
 pub use audit::{AuditEvent, AuditStore};
+pub use codes::{CodeRecord, CodeStore, NewCode};
 pub use error::{DbError, StoreError};
-pub use revocations::{Revocation, RevocationStore};
+pub use refresh::{NewRefreshToken, RefreshStore, RefreshTokenRecord, Rotation};
+pub use revocations::{Revocation, RevocationKind, RevocationStore};
+pub use sessions::{NewSession, SessionRecord, SessionStore};
+pub use users::{LoginThrottle, NewUser, UserRecord, UserStore};
 
 /// Every persistence capability of flyteauth, behind one object shared by the whole server.
 #[async_trait]
-pub trait Store: AppStore + RevocationStore + AuditStore + Send + Sync + fmt::Debug {
+pub trait Store:
+    AppStore
+    + RevocationStore
+    + AuditStore
+    + UserStore
+    + CodeStore
+    + RefreshStore
+    + SessionStore
+    + Send
+    + Sync
+    + fmt::Debug
+{
     /// Checks that the database answers (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -9,11 +9,16 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
 
-use crate::error::{self, DbError, db, db_unique};
+use crate::error::{self, DbError, db, db_unique, db_unique_either};
+use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
+use crate::revocations::decode_kind;
 use crate::text;
+use crate::users::{decode_failed_logins, lock_end};
 use crate::{
-    AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, NewApp, Revocation,
-    RevocationStore, Store, StoreError,
+    AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, CodeRecord, CodeStore,
+    LoginThrottle, NewApp, NewCode, NewRefreshToken, NewSession, NewUser, RefreshStore,
+    RefreshTokenRecord, Revocation, RevocationStore, Rotation, SessionRecord, SessionStore, Store,
+    StoreError, UserRecord, UserStore,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -31,6 +36,34 @@ macro_rules! app_columns {
     () => {
         "client_id, client_name, organization, secret_hash, grant_types, scopes, audience, \
          redirect_uris, created_by, created_at, updated_at"
+    };
+}
+
+macro_rules! user_columns {
+    () => {
+        "username, subject, email, display_name, password_hash, is_admin, disabled, failed_logins, \
+         locked_until, created_at, updated_at, last_login_at"
+    };
+}
+
+macro_rules! code_columns {
+    () => {
+        "code_hash, client_id, redirect_uri, code_challenge, scopes, audience, subject, username, \
+         family_id, nonce, auth_time, created_at, expires_at, redeemed_at"
+    };
+}
+
+/// A refresh token joined with its family (`t` and `f`).
+macro_rules! refresh_columns {
+    () => {
+        "t.token_hash, t.family_id, f.client_id, f.subject, f.username, t.scopes, t.audience, \
+         t.auth_time, t.issued_at, t.expires_at, t.used_at, f.revoked_at AS family_revoked_at"
+    };
+}
+
+macro_rules! session_columns {
+    () => {
+        "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at"
     };
 }
 
@@ -105,7 +138,9 @@ fn app_from_row(row: &PgRow) -> Result<AppRecord, StoreError> {
 }
 
 fn revocation_from_row(row: &PgRow) -> Result<Revocation, StoreError> {
+    let kind: String = row.try_get("kind").map_err(db)?;
     Ok(Revocation {
+        kind: decode_kind(&kind)?,
         token_id: row.try_get("token_id").map_err(db)?,
         expires_at: row.try_get("expires_at").map_err(db)?,
         reason: row.try_get("reason").map_err(db)?,
@@ -242,13 +277,14 @@ impl RevocationStore for PostgresStore {
             .await
             .map_err(db)?;
         sqlx::query(
-            "INSERT INTO revocations (token_id, expires_at, reason, revoked_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (token_id) DO NOTHING",
+            "INSERT INTO revocations (kind, token_id, expires_at, reason, revoked_at) \
+             VALUES ($5, $1, $2, $3, $4) ON CONFLICT (kind, token_id) DO NOTHING",
         )
         .bind(&r.token_id)
         .bind(r.expires_at)
         .bind(&r.reason)
         .bind(r.revoked_at)
+        .bind(r.kind.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -258,7 +294,7 @@ impl RevocationStore for PostgresStore {
 
     async fn active_revocations(&self, now: i64) -> Result<Vec<Revocation>, StoreError> {
         let rows = sqlx::query(
-            "SELECT token_id, expires_at, reason, revoked_at FROM revocations \
+            "SELECT kind, token_id, expires_at, reason, revoked_at FROM revocations \
              WHERE expires_at >= $1 ORDER BY seq",
         )
         .bind(now)
@@ -270,7 +306,7 @@ impl RevocationStore for PostgresStore {
 
     async fn revocations_since(&self, seq: i64) -> Result<Vec<(i64, Revocation)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, token_id, expires_at, reason, revoked_at FROM revocations \
+            "SELECT seq, kind, token_id, expires_at, reason, revoked_at FROM revocations \
              WHERE seq > $1 ORDER BY seq",
         )
         .bind(seq)
@@ -342,6 +378,608 @@ impl AuditStore for PostgresStore {
     }
 }
 
+fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        username: row.try_get("username").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        email: row.try_get("email").map_err(db)?,
+        display_name: row.try_get("display_name").map_err(db)?,
+        password_hash: row.try_get("password_hash").map_err(db)?,
+        is_admin: row.try_get("is_admin").map_err(db)?,
+        disabled: row.try_get("disabled").map_err(db)?,
+        failed_logins: decode_failed_logins(row.try_get("failed_logins").map_err(db)?)?,
+        locked_until: row.try_get("locked_until").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+        last_login_at: row.try_get("last_login_at").map_err(db)?,
+    })
+}
+
+fn code_from_row(row: &PgRow) -> Result<CodeRecord, StoreError> {
+    Ok(CodeRecord {
+        code_hash: row.try_get("code_hash").map_err(db)?,
+        client_id: row.try_get("client_id").map_err(db)?,
+        redirect_uri: row.try_get("redirect_uri").map_err(db)?,
+        code_challenge: row.try_get("code_challenge").map_err(db)?,
+        scopes: row.try_get("scopes").map_err(db)?,
+        audience: row.try_get("audience").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        username: row.try_get("username").map_err(db)?,
+        family_id: row.try_get("family_id").map_err(db)?,
+        nonce: row.try_get("nonce").map_err(db)?,
+        auth_time: row.try_get("auth_time").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        redeemed_at: row.try_get("redeemed_at").map_err(db)?,
+    })
+}
+
+fn refresh_from_row(row: &PgRow) -> Result<RefreshTokenRecord, StoreError> {
+    Ok(RefreshTokenRecord {
+        token_hash: row.try_get("token_hash").map_err(db)?,
+        family_id: row.try_get("family_id").map_err(db)?,
+        client_id: row.try_get("client_id").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        username: row.try_get("username").map_err(db)?,
+        scopes: row.try_get("scopes").map_err(db)?,
+        audience: row.try_get("audience").map_err(db)?,
+        auth_time: row.try_get("auth_time").map_err(db)?,
+        issued_at: row.try_get("issued_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        used_at: row.try_get("used_at").map_err(db)?,
+        family_revoked_at: row.try_get("family_revoked_at").map_err(db)?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        session_hash: row.try_get("session_hash").map_err(db)?,
+        username: row.try_get("username").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        auth_time: row.try_get("auth_time").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(db)?,
+    })
+}
+
+/// Stores a refresh token whose family is known to exist.
+async fn insert_refresh_token(
+    conn: &mut sqlx::PgConnection,
+    token: &NewRefreshToken,
+    family_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens \
+         (token_hash, family_id, scopes, audience, auth_time, issued_at, expires_at, used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+    )
+    .bind(&token.token_hash)
+    .bind(family_id)
+    .bind(&token.scopes)
+    .bind(&token.audience)
+    .bind(token.auth_time)
+    .bind(token.issued_at)
+    .bind(token.expires_at)
+    .execute(conn)
+    .await
+    .map_err(|e| db_unique(e, "refresh token", REDACTED_KEY))?;
+    Ok(())
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    async fn create_user(&self, user: &NewUser) -> Result<UserRecord, StoreError> {
+        user.validate()?;
+        sqlx::query(concat!(
+            "INSERT INTO users (",
+            user_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, FALSE, 0, 0, $7, $7, NULL)"
+        ))
+        .bind(&user.username)
+        .bind(&user.subject)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(user.is_admin)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            db_unique_either(
+                e,
+                ("user", &user.username),
+                ("user subject", &user.subject),
+                "subject",
+            )
+        })?;
+        Ok(user.to_record())
+    }
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        if !text::storable_key(username) {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_user_by_subject(&self, subject: &str) -> Result<Option<UserRecord>, StoreError> {
+        if !text::storable_key(subject) {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE subject = $1"
+        ))
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let query = match after {
+            Some(after) => sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE username > $1 ORDER BY username LIMIT $2"
+            ))
+            .bind(text::cursor(after))
+            .bind(i64::from(limit)),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users ORDER BY username LIMIT $1"
+            ))
+            .bind(i64::from(limit)),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        u64::try_from(n).map_err(|e| error::corrupt("users", "count", e))
+    }
+
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        text::check("password_hash", password_hash)?;
+        if !text::storable_key(username) {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $2, failed_logins = 0, locked_until = 0, \
+             updated_at = $3 WHERE username = $1",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if !text::storable_key(username) {
+            return Ok(false);
+        }
+        let done =
+            sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE username = $1")
+                .bind(username)
+                .bind(disabled)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_login_failure(
+        &self,
+        username: &str,
+        now: i64,
+        max_failures: u32,
+        lock_for_secs: i64,
+    ) -> Result<Option<LoginThrottle>, StoreError> {
+        if !text::storable_key(username) {
+            return Ok(None);
+        }
+        // One statement: the right-hand sides see the row as it was, and the row lock serializes concurrent updates.
+        let row = sqlx::query(
+            "UPDATE users SET \
+             failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END, \
+             locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END \
+             WHERE username = $1 RETURNING failed_logins, locked_until",
+        )
+        .bind(username)
+        .bind(i64::from(max_failures))
+        .bind(lock_end(now, lock_for_secs))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|row| {
+            Ok(LoginThrottle {
+                failed_logins: decode_failed_logins(row.try_get("failed_logins").map_err(db)?)?,
+                locked_until: row.try_get("locked_until").map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_login_success(&self, username: &str, now: i64) -> Result<bool, StoreError> {
+        if !text::storable_key(username) {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE users SET failed_logins = 0, last_login_at = $2 WHERE username = $1",
+        )
+        .bind(username)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl CodeStore for PostgresStore {
+    async fn put_code(&self, code: &NewCode) -> Result<(), StoreError> {
+        code.validate()?;
+        sqlx::query(concat!(
+            "INSERT INTO authorization_codes (",
+            code_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)"
+        ))
+        .bind(&code.code_hash)
+        .bind(&code.client_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.code_challenge)
+        .bind(&code.scopes)
+        .bind(&code.audience)
+        .bind(&code.subject)
+        .bind(&code.username)
+        .bind(&code.family_id)
+        .bind(&code.nonce)
+        .bind(code.auth_time)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_unique(e, "authorization code", REDACTED_KEY))?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Option<(CodeRecord, bool)>, StoreError> {
+        if !text::storable_key(code_hash) {
+            return Ok(None);
+        }
+        // The conditional update is the claim: only one statement can find redeemed_at still NULL.
+        let claimed = sqlx::query(concat!(
+            "UPDATE authorization_codes SET redeemed_at = $2 \
+             WHERE code_hash = $1 AND redeemed_at IS NULL RETURNING ",
+            code_columns!()
+        ))
+        .bind(code_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(row) = claimed {
+            let record = CodeRecord {
+                redeemed_at: None,
+                ..code_from_row(&row)?
+            };
+            return Ok(Some((record, true)));
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            code_columns!(),
+            " FROM authorization_codes WHERE code_hash = $1"
+        ))
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row
+            .as_ref()
+            .map(code_from_row)
+            .transpose()?
+            .map(|record| (record, false)))
+    }
+
+    async fn purge_expired_codes(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RefreshStore for PostgresStore {
+    async fn create_refresh_token(&self, token: &NewRefreshToken) -> Result<(), StoreError> {
+        token.validate()?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The no-op update makes RETURNING yield the family whether or not it was just created, and locks it so a
+        // concurrent purge cannot delete it before the token is in.
+        let owner = sqlx::query(
+            "INSERT INTO refresh_families \
+             (family_id, client_id, subject, username, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL) \
+             ON CONFLICT (family_id) DO UPDATE SET family_id = excluded.family_id \
+             RETURNING client_id, subject, username",
+        )
+        .bind(&token.family_id)
+        .bind(&token.client_id)
+        .bind(&token.subject)
+        .bind(&token.username)
+        .bind(token.issued_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let client_id: String = owner.try_get("client_id").map_err(db)?;
+        let subject: String = owner.try_get("subject").map_err(db)?;
+        let username: String = owner.try_get("username").map_err(db)?;
+        check_owner(token, &client_id, &subject, &username)?;
+        insert_refresh_token(&mut tx, token, &token.family_id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        successor: &NewRefreshToken,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Rotation, StoreError> {
+        successor.validate()?;
+        if !text::storable_key(token_hash) {
+            return Ok(Rotation::NotFound);
+        }
+        // Locking the token and its family rows makes concurrent rotations (and reuse detection) of one family run
+        // one after the other; a waiting rotation then sees the committed state of both rows.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            refresh_columns!(),
+            " FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
+             WHERE t.token_hash = $1 FOR UPDATE OF t, f"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(Rotation::NotFound);
+        };
+        let old = refresh_from_row(&row)?;
+        let decision = decide(&old, now, grace_secs);
+        match decision {
+            Decision::FamilyRevoked | Decision::Expired => return Ok(decision.outcome(old)),
+            Decision::Rotated => {
+                sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                insert_refresh_token(&mut tx, successor, &old.family_id).await?;
+            }
+            Decision::WithinGrace => {
+                insert_refresh_token(&mut tx, successor, &old.family_id).await?;
+            }
+            Decision::Reused => {
+                sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = $2 \
+                     WHERE family_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&old.family_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(decision.outcome(old))
+    }
+
+    async fn get_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        if !text::storable_key(token_hash) {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            refresh_columns!(),
+            " FROM refresh_tokens t JOIN refresh_families f ON f.family_id = t.family_id \
+             WHERE t.token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(refresh_from_row).transpose()
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<bool, StoreError> {
+        if !text::storable_key(family_id) {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_families(
+        &self,
+        subject: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if !text::storable_key(subject) {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE refresh_families SET revoked_at = $2 WHERE subject = $1 AND revoked_at IS NULL \
+             RETURNING family_id",
+        )
+        .bind(subject)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn purge_expired_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM refresh_families WHERE NOT EXISTS \
+             (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.family_id)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create_session(&self, session: &NewSession) -> Result<SessionRecord, StoreError> {
+        session.validate()?;
+        sqlx::query(concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $5)"
+        ))
+        .bind(&session.session_hash)
+        .bind(&session.username)
+        .bind(&session.subject)
+        .bind(session.auth_time)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_unique(e, "session", REDACTED_KEY))?;
+        Ok(session.to_record())
+    }
+
+    async fn get_session(&self, session_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        if !text::storable_key(session_hash) {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE session_hash = $1"
+        ))
+        .bind(session_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, session_hash: &str, now: i64) -> Result<bool, StoreError> {
+        if !text::storable_key(session_hash) {
+            return Ok(false);
+        }
+        let done = sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE session_hash = $1")
+            .bind(session_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_session(&self, session_hash: &str) -> Result<bool, StoreError> {
+        if !text::storable_key(session_hash) {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM sessions WHERE session_hash = $1")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user_sessions(&self, username: &str) -> Result<u64, StoreError> {
+        if !text::storable_key(username) {
+            return Ok(0);
+        }
+        let done = sqlx::query("DELETE FROM sessions WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -367,6 +1005,68 @@ mod tests {
             .fetch_one(store.pool())
             .await
             .unwrap()
+    }
+
+    /// Migration 0004 adds the kind column: existing rows become `token` revocations and keep their sequence
+    /// numbers, the identity keeps counting, and uniqueness is per kind.
+    #[tokio::test]
+    async fn revocation_kinds_migration_keeps_rows_and_sequence() {
+        with_postgres_database(|url| async move {
+            {
+                let pool = PgPool::connect(&url).await.unwrap();
+                let old = Migrator {
+                    migrations: std::borrow::Cow::Owned(
+                        MIGRATOR
+                            .migrations
+                            .iter()
+                            .filter(|m| m.version <= 3)
+                            .cloned()
+                            .collect(),
+                    ),
+                    ignore_missing: false,
+                    locking: true,
+                    no_tx: false,
+                };
+                old.run(&pool).await.unwrap();
+                for id in ["a", "b", "c"] {
+                    sqlx::query(
+                        "INSERT INTO revocations (token_id, expires_at, reason, revoked_at) \
+                         VALUES ($1, 10, 'old', 1)",
+                    )
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+                sqlx::query("DELETE FROM revocations WHERE token_id = 'c'")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+
+            let store = PostgresStore::connect(&url).await.unwrap();
+            let expected = |kind, token_id: &str| Revocation {
+                kind,
+                token_id: token_id.to_owned(),
+                expires_at: 10,
+                reason: "old".to_owned(),
+                revoked_at: 1,
+            };
+            let token = crate::RevocationKind::Token;
+            assert_eq!(
+                store.revocations_since(0).await.unwrap(),
+                vec![(1, expected(token, "a")), (2, expected(token, "b"))]
+            );
+            store
+                .revoke(&expected(crate::RevocationKind::Family, "a"))
+                .await
+                .unwrap();
+            store.revoke(&expected(token, "a")).await.unwrap();
+            let new = store.revocations_since(2).await.unwrap();
+            assert_eq!(new, vec![(4, expected(crate::RevocationKind::Family, "a"))]);
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -1,4 +1,6 @@
-//! Revoked tokens (access-token `jti`s, later refresh-token family ids), shared by every replica.
+//! Revocations (of access tokens, refresh families, apps and users), shared by every replica.
+
+use std::fmt;
 
 use async_trait::async_trait;
 
@@ -12,8 +14,9 @@ use crate::text::check;
 /// poll `revocations_since(<highest seq seen>)` without ever missing an entry.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Records a revocation. Revoking an already revoked `token_id` is a no-op that keeps the first record (and its
-    /// sequence number), so pollers see each token once.
+    /// Records a revocation. Revoking an already revoked `(kind, token_id)` is a no-op that keeps the first record
+    /// (and its sequence number), so pollers see each revocation once. The same id may be revoked under different
+    /// kinds independently.
     async fn revoke(&self, r: &Revocation) -> Result<(), StoreError>;
 
     /// Revocations that still matter at `now` (`expires_at >= now`), in sequence order.
@@ -28,10 +31,57 @@ pub trait RevocationStore: Send + Sync {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 
-/// A revoked token.
+/// What a [`Revocation`]'s `token_id` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RevocationKind {
+    /// One access token; `token_id` is its `jti`.
+    Token,
+    /// A refresh-token (login) family; `token_id` is the family id, the `sid` of its access tokens.
+    Family,
+    /// An app; `token_id` is its client id. Covers every app token of that client issued at or before
+    /// `revoked_at`.
+    App,
+    /// A user; `token_id` is the user's subject. Covers every token of that user issued at or before `revoked_at`.
+    User,
+}
+
+impl RevocationKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [RevocationKind; 4] = [
+        RevocationKind::Token,
+        RevocationKind::Family,
+        RevocationKind::App,
+        RevocationKind::User,
+    ];
+
+    /// The stored name: `"token"`, `"family"`, `"app"` or `"user"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RevocationKind::Token => "token",
+            RevocationKind::Family => "family",
+            RevocationKind::App => "app",
+            RevocationKind::User => "user",
+        }
+    }
+
+    /// The kind with the given stored name (exact, lower case), if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        RevocationKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for RevocationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A revocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
-    /// The token's `jti`, or a refresh-token family id.
+    /// What `token_id` names.
+    pub kind: RevocationKind,
+    /// The revoked id: a `jti`, a refresh family id, a client id or a subject, depending on `kind`.
     pub token_id: String,
     /// Unix seconds after which the token is unusable anyway, so the revocation can be purged. Include any
     /// validation leeway: a token accepted until `exp + leeway` must stay revoked until then.
@@ -42,9 +92,31 @@ pub struct Revocation {
     pub revoked_at: i64,
 }
 
+/// Decodes a stored kind name.
+pub(crate) fn decode_kind(raw: &str) -> Result<RevocationKind, StoreError> {
+    RevocationKind::parse(raw).ok_or_else(|| {
+        crate::error::corrupt("revocations", "kind", format!("unknown kind `{raw}`"))
+    })
+}
+
 impl Revocation {
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check("token_id", &self.token_id)?;
         check("reason", &self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_roundtrip() {
+        for kind in RevocationKind::ALL {
+            assert_eq!(RevocationKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert_eq!(RevocationKind::parse("Token"), None);
+        assert_eq!(RevocationKind::parse(""), None);
     }
 }

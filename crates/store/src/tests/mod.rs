@@ -46,6 +46,22 @@ suite_per_backend!(
     audit_detail_roundtrip,
     audit_scrubs_nul,
     reopen_keeps_data,
+    revocations_kinds_are_separate,
+    users_roundtrip,
+    users_duplicates_are_already_exists,
+    users_list_keyset_pagination,
+    users_password_and_disable,
+    users_login_throttle,
+    users_nul_characters,
+    codes_are_single_use,
+    codes_concurrent_redeem_has_one_winner,
+    codes_purge,
+    refresh_rotation_chain,
+    refresh_grace_then_reuse,
+    refresh_concurrent_rotations_serialize,
+    refresh_families_revoke_and_purge,
+    sessions_lifecycle,
+    sessions_per_user_and_purge,
 );
 
 mod urls {

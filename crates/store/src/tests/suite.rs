@@ -8,7 +8,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::harness::Ctx;
-use crate::{AppRecord, AppUpdate, AuditEvent, NewApp, Revocation, StoreError};
+use crate::{
+    AppRecord, AppUpdate, AuditEvent, CodeRecord, LoginThrottle, NewApp, NewCode, NewRefreshToken,
+    NewSession, NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord,
+    StoreError, UserRecord,
+};
 
 const T0: i64 = 1_700_000_000;
 const HASH: &str = "sha256:0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
@@ -30,6 +34,7 @@ fn app(id: &str) -> NewApp {
 
 fn revocation(token_id: &str, expires_at: i64) -> Revocation {
     Revocation {
+        kind: RevocationKind::Token,
         token_id: token_id.to_owned(),
         expires_at,
         reason: "test".to_owned(),
@@ -544,4 +549,927 @@ pub(crate) async fn reopen_keeps_data(ctx: Ctx) {
     // And writes through one are visible through the other.
     other.create_app(&app("second")).await.unwrap();
     assert!(s.get_app("second").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Revocation kinds
+
+pub(crate) async fn revocations_kinds_are_separate(ctx: Ctx) {
+    let s = &ctx.store;
+    for kind in RevocationKind::ALL {
+        s.revoke(&Revocation {
+            kind,
+            ..revocation("same-id", T0 + 100)
+        })
+        .await
+        .unwrap();
+    }
+    // Again per kind, with other details: the first record of each kind is kept.
+    for kind in RevocationKind::ALL {
+        s.revoke(&Revocation {
+            kind,
+            reason: "again".to_owned(),
+            ..revocation("same-id", T0 + 900)
+        })
+        .await
+        .unwrap();
+    }
+    let all = s.revocations_since(0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|(_, r)| r.kind).collect::<Vec<_>>(),
+        RevocationKind::ALL
+    );
+    assert!(
+        all.iter()
+            .all(|(_, r)| r.reason == "test" && r.expires_at == T0 + 100)
+    );
+    let active = s.active_revocations(T0).await.unwrap();
+    assert_eq!(active.len(), 4);
+    assert_eq!(
+        active[1],
+        Revocation {
+            kind: RevocationKind::Family,
+            ..revocation("same-id", T0 + 100)
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Users
+
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+fn user(username: &str) -> NewUser {
+    NewUser {
+        username: username.to_owned(),
+        subject: format!("subject-{username}"),
+        email: format!("{username}@example.com"),
+        display_name: format!("User {username}"),
+        password_hash: PASSWORD_HASH.to_owned(),
+        is_admin: false,
+        created_at: T0,
+    }
+}
+
+pub(crate) async fn users_roundtrip(ctx: Ctx) {
+    let s = &ctx.store;
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    let new = NewUser {
+        display_name: "Ünïcode ✓ 'q' \"d\"".to_owned(),
+        email: String::new(),
+        is_admin: true,
+        ..user("alice")
+    };
+    let created = s.create_user(&new).await.unwrap();
+    let expected = UserRecord {
+        username: "alice".to_owned(),
+        subject: "subject-alice".to_owned(),
+        email: String::new(),
+        display_name: new.display_name.clone(),
+        password_hash: PASSWORD_HASH.to_owned(),
+        is_admin: true,
+        disabled: false,
+        failed_logins: 0,
+        locked_until: 0,
+        created_at: T0,
+        updated_at: T0,
+        last_login_at: None,
+    };
+    assert_eq!(created, expected);
+    assert_eq!(s.get_user("alice").await.unwrap(), Some(expected.clone()));
+    assert_eq!(
+        s.get_user_by_subject("subject-alice").await.unwrap(),
+        Some(expected.clone())
+    );
+    // Exact comparison: the caller normalizes.
+    assert_eq!(s.get_user("Alice").await.unwrap(), None);
+    assert_eq!(s.get_user("alice ").await.unwrap(), None);
+    assert_eq!(s.get_user_by_subject("SUBJECT-alice").await.unwrap(), None);
+    assert_eq!(s.get_user("nobody").await.unwrap(), None);
+    s.create_user(&user("Alice")).await.unwrap();
+    assert_eq!(s.count_users().await.unwrap(), 2);
+    let debug = format!("{:?}", s.get_user("alice").await.unwrap().unwrap());
+    assert!(!debug.contains("argon2"), "{debug}");
+}
+
+pub(crate) async fn users_duplicates_are_already_exists(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_user(&user("bob")).await.unwrap();
+    let same_name = NewUser {
+        subject: "other-subject".to_owned(),
+        password_hash: "SECRET-HASH-MUST-NOT-LEAK".to_owned(),
+        ..user("bob")
+    };
+    let err = s.create_user(&same_name).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user", key } if key == "bob"),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("SECRET-HASH"));
+    let same_subject = NewUser {
+        subject: "subject-bob".to_owned(),
+        ..user("carol")
+    };
+    let err = s.create_user(&same_subject).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user subject", key } if key == "subject-bob"),
+        "{err:?}"
+    );
+    assert_eq!(s.count_users().await.unwrap(), 1);
+    assert_eq!(s.get_user("carol").await.unwrap(), None);
+
+    // Concurrent creation of one name: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = Arc::clone(&ctx.store);
+            tokio::spawn(async move {
+                let new = NewUser {
+                    subject: format!("racer-{i}"),
+                    ..user("race")
+                };
+                s.create_user(&new).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::AlreadyExists { entity: "user", .. }) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+pub(crate) async fn users_list_keyset_pagination(ctx: Ctx) {
+    let s = &ctx.store;
+    let names = [
+        "b", "a", "B", "A", "a-1", "a_1", "Zeta", "zeta", "ä", "é", "日本", "0", "~",
+    ];
+    for name in names {
+        s.create_user(&user(name)).await.unwrap();
+    }
+    let expected: Vec<String> = names
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_users(after.as_deref(), 3).await.unwrap();
+        seen.extend(page.iter().map(|u| u.username.clone()));
+        if page.len() < 3 {
+            break;
+        }
+        after = page.last().map(|u| u.username.clone());
+    }
+    assert_eq!(seen, expected);
+    let page = s.list_users(Some("a\0zzz"), 100).await.unwrap();
+    assert_eq!(
+        page.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
+        expected
+            .iter()
+            .filter(|n| n.as_str() > "a")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert!(s.list_users(None, 0).await.unwrap().is_empty());
+    assert_eq!(s.count_users().await.unwrap(), expected.len() as u64);
+}
+
+pub(crate) async fn users_password_and_disable(ctx: Ctx) {
+    let s = &ctx.store;
+    let created = s.create_user(&user("dave")).await.unwrap();
+    s.record_login_failure("dave", T0 + 1, 5, 60).await.unwrap();
+
+    assert!(s.set_disabled("dave", true, T0 + 2).await.unwrap());
+    let got = s.get_user("dave").await.unwrap().unwrap();
+    assert!(got.disabled);
+    assert_eq!(got.updated_at, T0 + 2);
+    assert!(s.set_disabled("dave", false, T0 + 3).await.unwrap());
+    assert!(!s.get_user("dave").await.unwrap().unwrap().disabled);
+
+    assert!(s.set_password("dave", "new-hash", T0 + 4).await.unwrap());
+    let got = s.get_user("dave").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        UserRecord {
+            password_hash: "new-hash".to_owned(),
+            updated_at: T0 + 4,
+            ..created
+        }
+    );
+    assert!(!s.set_password("nobody", "h", T0).await.unwrap());
+    assert!(!s.set_disabled("nobody", true, T0).await.unwrap());
+    let err = s.set_password("dave", "bad\0", T0).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "password_hash",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+pub(crate) async fn users_login_throttle(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_user(&user("erin")).await.unwrap();
+    let fail = |now| {
+        let s = Arc::clone(&ctx.store);
+        async move { s.record_login_failure("erin", now, 3, 300).await.unwrap() }
+    };
+    let state = |failed_logins, locked_until| {
+        Some(LoginThrottle {
+            failed_logins,
+            locked_until,
+        })
+    };
+    assert_eq!(fail(T0).await, state(1, 0));
+    assert_eq!(fail(T0 + 1).await, state(2, 0));
+    // The third failure locks and starts counting again.
+    assert_eq!(fail(T0 + 2).await, state(0, T0 + 302));
+    assert_eq!(fail(T0 + 3).await, state(1, T0 + 302));
+    let got = s.get_user("erin").await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (1, T0 + 302));
+    assert_eq!(got.updated_at, T0, "bookkeeping is not an account change");
+
+    // Success clears the count (not the lock) and records the time.
+    assert!(s.record_login_success("erin", T0 + 400).await.unwrap());
+    let got = s.get_user("erin").await.unwrap().unwrap();
+    assert_eq!(
+        (got.failed_logins, got.locked_until, got.last_login_at),
+        (0, T0 + 302, Some(T0 + 400))
+    );
+    // A password change clears both.
+    fail(T0 + 401).await;
+    assert!(s.set_password("erin", "h2", T0 + 402).await.unwrap());
+    let got = s.get_user("erin").await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (0, 0));
+
+    // No lock length overflows.
+    let locked = s
+        .record_login_failure("erin", i64::MAX - 1, 1, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(locked, state(0, i64::MAX));
+
+    assert_eq!(
+        s.record_login_failure("nobody", T0, 3, 300).await.unwrap(),
+        None
+    );
+    assert!(!s.record_login_success("nobody", T0).await.unwrap());
+    assert_eq!(
+        s.record_login_failure("erin\0", T0, 3, 300).await.unwrap(),
+        None
+    );
+
+    // Concurrent failures are all counted.
+    s.create_user(&user("frank")).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = Arc::clone(&ctx.store);
+            tokio::spawn(async move { s.record_login_failure("frank", T0, 1000, 60).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        s.get_user("frank").await.unwrap().unwrap().failed_logins,
+        20
+    );
+}
+
+pub(crate) async fn users_nul_characters(ctx: Ctx) {
+    let s = &ctx.store;
+    for (field, bad) in [
+        (
+            "username",
+            NewUser {
+                username: "a\0".to_owned(),
+                ..user("x")
+            },
+        ),
+        (
+            "subject",
+            NewUser {
+                subject: "\0".to_owned(),
+                ..user("x")
+            },
+        ),
+        (
+            "email",
+            NewUser {
+                email: "\0".to_owned(),
+                ..user("x")
+            },
+        ),
+        (
+            "display_name",
+            NewUser {
+                display_name: "\0".to_owned(),
+                ..user("x")
+            },
+        ),
+    ] {
+        let err = s.create_user(&bad).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { field: f, .. } if f == field),
+            "{err:?}"
+        );
+    }
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    s.create_user(&user("x")).await.unwrap();
+    assert_eq!(s.get_user("x\0").await.unwrap(), None);
+    assert_eq!(s.get_user_by_subject("subject-x\0").await.unwrap(), None);
+    assert!(!s.set_disabled("x\0", true, T0).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Authorization codes
+
+fn code(hash: &str, expires_at: i64) -> NewCode {
+    NewCode {
+        code_hash: hash.to_owned(),
+        client_id: "flytectl".to_owned(),
+        redirect_uri: "http://localhost:53593/callback".to_owned(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        scopes: strings(&["offline", "all"]),
+        audience: strings(&["https://flyte.example.com"]),
+        subject: "subject-alice".to_owned(),
+        username: "alice".to_owned(),
+        family_id: "family-1".to_owned(),
+        nonce: String::new(),
+        auth_time: T0 - 5,
+        created_at: T0,
+        expires_at,
+    }
+}
+
+pub(crate) async fn codes_are_single_use(ctx: Ctx) {
+    let s = &ctx.store;
+    let new = NewCode {
+        nonce: "n-0S6_WzA2Mj".to_owned(),
+        scopes: vec![],
+        ..code("hash-1", T0 + 300)
+    };
+    s.put_code(&new).await.unwrap();
+    let expected = CodeRecord {
+        code_hash: new.code_hash.clone(),
+        client_id: new.client_id.clone(),
+        redirect_uri: new.redirect_uri.clone(),
+        code_challenge: new.code_challenge.clone(),
+        scopes: vec![],
+        audience: new.audience.clone(),
+        subject: new.subject.clone(),
+        username: new.username.clone(),
+        family_id: new.family_id.clone(),
+        nonce: new.nonce.clone(),
+        auth_time: new.auth_time,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        redeemed_at: None,
+    };
+    assert_eq!(
+        s.redeem_code("hash-1", T0 + 10).await.unwrap(),
+        Some((expected.clone(), true))
+    );
+    let replay = CodeRecord {
+        redeemed_at: Some(T0 + 10),
+        ..expected.clone()
+    };
+    assert_eq!(
+        s.redeem_code("hash-1", T0 + 20).await.unwrap(),
+        Some((replay.clone(), false))
+    );
+    assert_eq!(
+        s.redeem_code("hash-1", T0 + 30).await.unwrap(),
+        Some((replay, false))
+    );
+    assert_eq!(s.redeem_code("unknown", T0).await.unwrap(), None);
+    assert_eq!(s.redeem_code("hash-1\0", T0).await.unwrap(), None);
+
+    let dup = NewCode {
+        client_id: "other".to_owned(),
+        ..code("hash-1", T0)
+    };
+    let err = s.put_code(&dup).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "authorization code", key } if key == "<redacted>"),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("hash-1"));
+
+    let err = s
+        .put_code(&NewCode {
+            scopes: strings(&["\0"]),
+            ..code("hash-2", T0)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "scopes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.redeem_code("hash-2", T0).await.unwrap(), None);
+}
+
+pub(crate) async fn codes_concurrent_redeem_has_one_winner(ctx: Ctx) {
+    for round in 0..5 {
+        let hash = format!("race-{round}");
+        ctx.store.put_code(&code(&hash, T0 + 300)).await.unwrap();
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let s = Arc::clone(&ctx.store);
+                let hash = hash.clone();
+                tokio::spawn(async move { s.redeem_code(&hash, T0 + i).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for task in tasks {
+            let (record, won) = task.await.unwrap().unwrap().unwrap();
+            if won {
+                assert_eq!(record.redeemed_at, None);
+                winners.push(record);
+            } else {
+                losers.push(record.redeemed_at.unwrap());
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(losers.len(), 11);
+        // Every loser saw the winner's redemption time.
+        let stored = ctx
+            .store
+            .redeem_code(&hash, T0 + 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!stored.1);
+        assert!(losers.iter().all(|at| Some(*at) == stored.0.redeemed_at));
+    }
+}
+
+pub(crate) async fn codes_purge(ctx: Ctx) {
+    let s = &ctx.store;
+    s.put_code(&code("a", T0 + 10)).await.unwrap();
+    s.put_code(&code("b", T0 + 20)).await.unwrap();
+    s.redeem_code("a", T0).await.unwrap();
+    assert_eq!(s.purge_expired_codes(T0 + 10).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_codes(T0 + 11).await.unwrap(), 1);
+    assert_eq!(s.redeem_code("a", T0).await.unwrap(), None);
+    assert!(s.redeem_code("b", T0).await.unwrap().unwrap().1);
+    assert_eq!(s.purge_expired_codes(i64::MAX).await.unwrap(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Refresh tokens
+
+fn refresh(hash: &str, family: &str, issued_at: i64) -> NewRefreshToken {
+    NewRefreshToken {
+        token_hash: hash.to_owned(),
+        family_id: family.to_owned(),
+        client_id: "flytectl".to_owned(),
+        subject: "subject-alice".to_owned(),
+        username: "alice".to_owned(),
+        scopes: strings(&["offline", "all"]),
+        audience: strings(&["https://flyte.example.com"]),
+        auth_time: T0,
+        issued_at,
+        expires_at: issued_at + 3600,
+    }
+}
+
+fn refresh_record(new: &NewRefreshToken) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: new.token_hash.clone(),
+        family_id: new.family_id.clone(),
+        client_id: new.client_id.clone(),
+        subject: new.subject.clone(),
+        username: new.username.clone(),
+        scopes: new.scopes.clone(),
+        audience: new.audience.clone(),
+        auth_time: new.auth_time,
+        issued_at: new.issued_at,
+        expires_at: new.expires_at,
+        used_at: None,
+        family_revoked_at: None,
+    }
+}
+
+pub(crate) async fn refresh_rotation_chain(ctx: Ctx) {
+    let s = &ctx.store;
+    let t1 = refresh("t1", "fam", T0);
+    s.create_refresh_token(&t1).await.unwrap();
+    assert_eq!(
+        s.get_refresh_token("t1").await.unwrap(),
+        Some(refresh_record(&t1))
+    );
+
+    // The successor joins the presented token's family whatever it says.
+    let t2 = NewRefreshToken {
+        family_id: "ignored".to_owned(),
+        scopes: strings(&["offline"]),
+        ..refresh("t2", "fam", T0 + 10)
+    };
+    assert_eq!(
+        s.rotate_refresh_token("t1", &t2, T0 + 10, 0).await.unwrap(),
+        Rotation::Rotated(refresh_record(&t1))
+    );
+    assert_eq!(
+        s.get_refresh_token("t1").await.unwrap().unwrap().used_at,
+        Some(T0 + 10)
+    );
+    let stored_t2 = s.get_refresh_token("t2").await.unwrap().unwrap();
+    assert_eq!(
+        stored_t2,
+        RefreshTokenRecord {
+            family_id: "fam".to_owned(),
+            ..refresh_record(&t2)
+        }
+    );
+
+    let t3 = refresh("t3", "fam", T0 + 20);
+    assert_eq!(
+        s.rotate_refresh_token("t2", &t3, T0 + 20, 0).await.unwrap(),
+        Rotation::Rotated(stored_t2)
+    );
+    assert!(s.get_refresh_token("t3").await.unwrap().is_some());
+
+    // Expiry is checked before use: exactly at expires_at the token is expired, and nothing changes.
+    let t4 = refresh("t4", "fam", T0 + 30);
+    let expired = s
+        .rotate_refresh_token("t3", &t4, T0 + 20 + 3600, 0)
+        .await
+        .unwrap();
+    assert_eq!(expired, Rotation::Expired(refresh_record(&t3)));
+    assert_eq!(s.get_refresh_token("t4").await.unwrap(), None);
+    assert_eq!(
+        s.get_refresh_token("t3").await.unwrap().unwrap().used_at,
+        None
+    );
+
+    assert_eq!(
+        s.rotate_refresh_token("nope", &t4, T0, 0).await.unwrap(),
+        Rotation::NotFound
+    );
+    assert_eq!(
+        s.rotate_refresh_token("t3\0", &t4, T0, 0).await.unwrap(),
+        Rotation::NotFound
+    );
+    assert_eq!(s.get_refresh_token("nope").await.unwrap(), None);
+
+    // A successor hash already stored changes nothing.
+    let err = s
+        .rotate_refresh_token("t3", &refresh("t1", "fam", T0), T0 + 30, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "refresh token", key } if key == "<redacted>"),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.get_refresh_token("t3").await.unwrap().unwrap().used_at,
+        None
+    );
+}
+
+pub(crate) async fn refresh_grace_then_reuse(ctx: Ctx) {
+    let s = &ctx.store;
+    let t1 = refresh("t1", "fam", T0);
+    s.create_refresh_token(&t1).await.unwrap();
+    let grace = 10;
+    assert!(matches!(
+        s.rotate_refresh_token("t1", &refresh("t2", "fam", T0), T0, grace)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    // A retry within the grace period gets a successor too; the first use time stays.
+    let within = s
+        .rotate_refresh_token("t1", &refresh("t2b", "fam", T0 + grace), T0 + grace, grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        within,
+        Rotation::WithinGrace(RefreshTokenRecord {
+            used_at: Some(T0),
+            ..refresh_record(&t1)
+        })
+    );
+    assert!(s.get_refresh_token("t2b").await.unwrap().is_some());
+    assert_eq!(
+        s.get_refresh_token("t1").await.unwrap().unwrap().used_at,
+        Some(T0)
+    );
+
+    // After it, reuse revokes the family and stores nothing.
+    let reused = s
+        .rotate_refresh_token("t1", &refresh("t2c", "fam", T0 + 11), T0 + grace + 1, grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        reused,
+        Rotation::Reused(RefreshTokenRecord {
+            used_at: Some(T0),
+            ..refresh_record(&t1)
+        })
+    );
+    assert_eq!(s.get_refresh_token("t2c").await.unwrap(), None);
+    let newest = s.get_refresh_token("t2b").await.unwrap().unwrap();
+    assert_eq!(newest.family_revoked_at, Some(T0 + grace + 1));
+
+    // Now even the newest token of the family is refused.
+    let refused = s
+        .rotate_refresh_token("t2b", &refresh("t3", "fam", T0 + 12), T0 + 12, grace)
+        .await
+        .unwrap();
+    assert_eq!(refused, Rotation::FamilyRevoked(newest));
+    assert_eq!(s.get_refresh_token("t3").await.unwrap(), None);
+    assert!(!s.revoke_family("fam", T0 + 13).await.unwrap());
+    assert_eq!(
+        s.get_refresh_token("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at,
+        Some(T0 + grace + 1)
+    );
+}
+
+/// Two replicas rotating the same token at the same time: exactly one rotates; the other is a retry within the
+/// grace period, or a reuse (revoking the family) without one.
+pub(crate) async fn refresh_concurrent_rotations_serialize(ctx: Ctx) {
+    for (round, grace) in [0, 30, 0, 30, 0, 30].into_iter().enumerate() {
+        let family = format!("fam-{round}");
+        let old = format!("old-{round}");
+        ctx.store
+            .create_refresh_token(&refresh(&old, &family, T0))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..2)
+            .map(|i| {
+                let s = Arc::clone(&ctx.store);
+                let successor = refresh(&format!("new-{round}-{i}"), &family, T0 + 1);
+                let old = old.clone();
+                tokio::spawn(async move {
+                    s.rotate_refresh_token(&old, &successor, T0 + 1, grace)
+                        .await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap().unwrap());
+        }
+        let rotated = outcomes
+            .iter()
+            .filter(|o| matches!(o, Rotation::Rotated(_)))
+            .count();
+        assert_eq!(rotated, 1, "{outcomes:?}");
+        let other = outcomes
+            .iter()
+            .find(|o| !matches!(o, Rotation::Rotated(_)))
+            .unwrap();
+        let revoked_at = ctx
+            .store
+            .get_refresh_token(&old)
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at;
+        if grace > 0 {
+            assert!(matches!(other, Rotation::WithinGrace(_)), "{other:?}");
+            assert_eq!(revoked_at, None);
+        } else {
+            assert!(matches!(other, Rotation::Reused(_)), "{other:?}");
+            assert_eq!(revoked_at, Some(T0 + 1));
+        }
+    }
+}
+
+pub(crate) async fn refresh_families_revoke_and_purge(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_refresh_token(&refresh("a1", "fam-a", T0))
+        .await
+        .unwrap();
+    // A second token may join an existing family of the same owner.
+    s.create_refresh_token(&refresh("a2", "fam-a", T0 + 100))
+        .await
+        .unwrap();
+    s.create_refresh_token(&refresh("b1", "fam-b", T0))
+        .await
+        .unwrap();
+    let other_user = NewRefreshToken {
+        subject: "subject-bob".to_owned(),
+        username: "bob".to_owned(),
+        ..refresh("c1", "fam-c", T0)
+    };
+    s.create_refresh_token(&other_user).await.unwrap();
+
+    // Not into somebody else's family.
+    let intruder = NewRefreshToken {
+        subject: "subject-bob".to_owned(),
+        username: "bob".to_owned(),
+        ..refresh("x1", "fam-a", T0)
+    };
+    let err = s.create_refresh_token(&intruder).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "family_id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.get_refresh_token("x1").await.unwrap(), None);
+    let err = s
+        .create_refresh_token(&refresh("a1", "fam-z", T0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::AlreadyExists {
+                entity: "refresh token",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The failed attempt left no family behind.
+    assert!(!s.revoke_family("fam-z", T0).await.unwrap());
+
+    assert!(s.revoke_family("fam-b", T0 + 1).await.unwrap());
+    assert!(!s.revoke_family("fam-b", T0 + 2).await.unwrap());
+    assert!(!s.revoke_family("nope", T0).await.unwrap());
+    assert_eq!(
+        s.get_refresh_token("b1")
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at,
+        Some(T0 + 1)
+    );
+    // Only the families not revoked yet.
+    assert_eq!(
+        s.revoke_user_families("subject-alice", T0 + 3)
+            .await
+            .unwrap(),
+        ["fam-a"]
+    );
+    assert!(
+        s.revoke_user_families("subject-alice", T0 + 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.get_refresh_token("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at,
+        None
+    );
+
+    // a1, b1 and c1 expire at T0 + 3600, a2 an hour later.
+    assert_eq!(s.purge_expired_refresh_tokens(T0 + 3600).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_refresh_tokens(T0 + 3601).await.unwrap(), 3);
+    assert_eq!(s.get_refresh_token("a1").await.unwrap(), None);
+    assert!(s.get_refresh_token("a2").await.unwrap().is_some());
+    // fam-b and fam-c had no tokens left and are gone; fam-a stays with a2.
+    assert!(!s.revoke_family("fam-c", T0).await.unwrap());
+    s.create_refresh_token(&refresh("b2", "fam-b", T0 + 5000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_refresh_token("b2")
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at,
+        None,
+        "a purged family id starts afresh"
+    );
+    assert_eq!(
+        s.get_refresh_token("a2")
+            .await
+            .unwrap()
+            .unwrap()
+            .family_revoked_at,
+        Some(T0 + 3)
+    );
+    assert_eq!(s.purge_expired_refresh_tokens(i64::MAX).await.unwrap(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sessions
+
+fn session(hash: &str, username: &str, expires_at: i64) -> NewSession {
+    NewSession {
+        session_hash: hash.to_owned(),
+        username: username.to_owned(),
+        subject: format!("subject-{username}"),
+        auth_time: T0,
+        created_at: T0,
+        expires_at,
+    }
+}
+
+pub(crate) async fn sessions_lifecycle(ctx: Ctx) {
+    let s = &ctx.store;
+    let new = session("s1", "alice", T0 + 3600);
+    let created = s.create_session(&new).await.unwrap();
+    let expected = SessionRecord {
+        session_hash: "s1".to_owned(),
+        username: "alice".to_owned(),
+        subject: "subject-alice".to_owned(),
+        auth_time: T0,
+        created_at: T0,
+        expires_at: T0 + 3600,
+        last_seen_at: T0,
+    };
+    assert_eq!(created, expected);
+    assert_eq!(s.get_session("s1").await.unwrap(), Some(expected.clone()));
+    assert!(s.touch_session("s1", T0 + 60).await.unwrap());
+    assert_eq!(
+        s.get_session("s1").await.unwrap(),
+        Some(SessionRecord {
+            last_seen_at: T0 + 60,
+            ..expected
+        })
+    );
+    assert!(!s.touch_session("nope", T0).await.unwrap());
+    assert_eq!(s.get_session("nope").await.unwrap(), None);
+    assert_eq!(s.get_session("s1\0").await.unwrap(), None);
+
+    let err = s.create_session(&new).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "session", key } if key == "<redacted>"),
+        "{err:?}"
+    );
+    let err = s
+        .create_session(&session("s\0", "alice", T0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "session_hash",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    assert!(s.delete_session("s1").await.unwrap());
+    assert!(!s.delete_session("s1").await.unwrap());
+    assert_eq!(s.get_session("s1").await.unwrap(), None);
+}
+
+pub(crate) async fn sessions_per_user_and_purge(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_session(&session("a1", "alice", T0 + 10))
+        .await
+        .unwrap();
+    s.create_session(&session("a2", "alice", T0 + 20))
+        .await
+        .unwrap();
+    s.create_session(&session("A1", "Alice", T0 + 20))
+        .await
+        .unwrap();
+    s.create_session(&session("b1", "bob", T0 + 10))
+        .await
+        .unwrap();
+    s.create_session(&session("b2", "bob", T0 + 30))
+        .await
+        .unwrap();
+
+    assert_eq!(s.delete_user_sessions("alice").await.unwrap(), 2);
+    assert_eq!(s.delete_user_sessions("alice").await.unwrap(), 0);
+    assert!(s.get_session("A1").await.unwrap().is_some());
+
+    assert_eq!(s.purge_expired_sessions(T0 + 10).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_sessions(T0 + 11).await.unwrap(), 1);
+    assert_eq!(s.get_session("b1").await.unwrap(), None);
+    assert_eq!(s.purge_expired_sessions(T0 + 21).await.unwrap(), 1);
+    assert!(s.get_session("b2").await.unwrap().is_some());
+    assert_eq!(s.delete_user_sessions("bob").await.unwrap(), 1);
 }
