@@ -41,7 +41,8 @@ impl UserInfo {
     }
 }
 
-/// Whether a principal is a person or an application.
+/// Whether a principal is a person or an application; serialized `"user"` / `"app"` (the `identity_type`
+/// claim of our access tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
@@ -68,8 +69,31 @@ pub struct Identity {
     pub token_id: String,
     /// `exp`, unix seconds.
     pub expires_at: i64,
+    /// `iat`, unix seconds (revocations of a whole app or user cover tokens issued at or before a time).
+    pub issued_at: i64,
+    /// `sid`: the login (refresh-token family) a user token belongs to; `None` for app tokens.
+    pub session_id: Option<String>,
     /// Profile; for applications see [`UserInfo::for_app`], with `additional_claims` holding the token's claims.
     pub user_info: UserInfo,
+}
+
+impl PrincipalKind {
+    /// The wire spelling: `"user"` or `"app"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::App => "app",
+        }
+    }
+
+    /// Reads the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "app" => Some(Self::App),
+            _ => None,
+        }
+    }
 }
 
 impl Identity {
@@ -140,6 +164,8 @@ mod tests {
             audience: vec![],
             token_id: "t".into(),
             expires_at: 0,
+            issued_at: 0,
+            session_id: None,
             user_info: UserInfo::default(),
         };
         assert!(id.has_scope("all"));

@@ -5,14 +5,21 @@
 //! - [`config`]: the flyteadmin-compatible YAML configuration, its defaults and validation;
 //! - [`secrets`]: reading secrets the way flyteadmin does (env, then files) and writing a fresh set;
 //! - [`keys`]: RSA signing keys, RFC 7638 key ids, the key ring and its JWKS;
-//! - [`token`]: minting and validating RS256 access tokens (RFC 9068 shape plus the Flyte claims);
+//! - [`token`]: minting and validating RS256 access tokens (RFC 9068 shape plus the Flyte claims), ID tokens;
+//! - [`revocation`]: the in-memory revocation set every validation consults;
 //! - [`identity`]: who a validated token speaks for ([`identity::Identity`], [`identity::UserInfo`]);
 //! - [`clients`]: OAuth clients, secret hashes (bcrypt and SHA-256) and the static clients from config;
-//! - [`grant`]: the decision rules of the grants (client_credentials for now);
+//! - [`grant`]: the token endpoint's rules: request parsing, client authentication, each grant's decision;
+//! - [`authorize`]: validating authorization requests (the authorization-code grant's first leg);
+//! - [`pkce`]: RFC 7636 `S256` challenges and verifiers;
+//! - [`redirect`]: matching redirect URIs (exact, with the RFC 8252 loopback port exception);
+//! - [`password`], [`users`]: argon2id password hashes, password and user-name rules, subjects;
 //! - [`oauth`]: RFC 6749 error codes;
-//! - [`metadata`]: the RFC 8414 server metadata and Flyte's public client configuration.
+//! - [`metadata`]: the RFC 8414 / OpenID Connect Discovery metadata, endpoint paths, Flyte's public client
+//!   configuration.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod authorize;
 pub mod clients;
 pub mod clock;
 pub mod config;
@@ -21,5 +28,10 @@ pub mod identity;
 pub mod keys;
 pub mod metadata;
 pub mod oauth;
+pub mod password;
+pub mod pkce;
+pub mod redirect;
+pub mod revocation;
 pub mod secrets;
 pub mod token;
+pub mod users;

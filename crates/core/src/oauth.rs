@@ -1,4 +1,4 @@
-//! RFC 6749 error codes and the error type the grants return; the server renders it once per protocol.
+//! RFC 6749 error codes (plus those of RFC 7009 and OpenID Connect the endpoints use) and the error type the grants return; the server renders it once per protocol.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,6 +25,14 @@ pub enum ErrorCode {
     ServerError,
     /// `temporarily_unavailable`.
     TemporarilyUnavailable,
+    /// `unsupported_response_type`: the authorization endpoint does not issue this response type.
+    UnsupportedResponseType,
+    /// `access_denied`: the resource owner or the server refused the request.
+    AccessDenied,
+    /// `unsupported_token_type` (RFC 7009 §2.2.1): revocation of this token type is not supported.
+    UnsupportedTokenType,
+    /// `login_required` (OpenID Connect Core §3.1.2.6): `prompt=none` was asked but nobody is signed in.
+    LoginRequired,
 }
 
 impl ErrorCode {
@@ -40,17 +48,10 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
-        }
-    }
-
-    /// The HTTP status of a token-endpoint response with this code: 401 for `invalid_client`, 500 for
-    /// `server_error`, 503 for `temporarily_unavailable`, 400 otherwise.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::InvalidClient => 401,
-            Self::ServerError => 500,
-            Self::TemporarilyUnavailable => 503,
-            _ => 400,
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::LoginRequired => "login_required",
         }
     }
 }
@@ -105,11 +106,22 @@ mod tests {
                 "temporarily_unavailable",
                 503,
             ),
+            (
+                ErrorCode::UnsupportedResponseType,
+                "unsupported_response_type",
+                400,
+            ),
+            (ErrorCode::AccessDenied, "access_denied", 400),
+            (
+                ErrorCode::UnsupportedTokenType,
+                "unsupported_token_type",
+                400,
+            ),
+            (ErrorCode::LoginRequired, "login_required", 400),
         ];
-        for (code, s, status) in all {
+        for (code, s, _status) in all {
             assert_eq!(code.as_str(), s);
             assert_eq!(code.to_string(), s);
-            assert_eq!(code.http_status(), status);
         }
     }
 

@@ -1,4 +1,5 @@
-//! Access tokens: RS256 JWTs in the RFC 9068 shape plus the Flyte claims (`scp`, `client_id`, `user_info`).
+//! Access tokens: RS256 JWTs in the RFC 9068 shape plus the Flyte claims (`scp`, `client_id`, `user_info`) and
+//! ours (`identity_type`, `sid`); and OpenID Connect ID tokens.
 //!
 //! Validation is the hot path of the whole product (every RPC and `/me`), so [`TokenValidator::validate`] does
 //! the minimum: one header decode into a stack buffer, one signature check, one claims decode, no I/O.
@@ -15,13 +16,18 @@ use jsonwebtoken::{Algorithm, Header};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::identity::{Identity, PrincipalKind, UserInfo};
 use crate::keys::KeyRing;
+use crate::revocation::RevocationSet;
 
 mod cache;
-pub use cache::{CAPACITY as VERIFIED_TOKEN_CAPACITY, MAX_TOKEN_BYTES as VERIFIED_TOKEN_MAX_BYTES};
+pub use cache::{
+    CAPACITY as VERIFIED_TOKEN_CAPACITY, MAX_TOKEN_BYTES as VERIFIED_TOKEN_MAX_BYTES,
+    PER_PRINCIPAL_CAPACITY as VERIFIED_TOKENS_PER_PRINCIPAL,
+};
 use cache::{Verified, VerifiedTokens};
 
 /// The `typ` header of our access tokens (RFC 9068 §2.1).
@@ -48,6 +54,12 @@ pub struct AccessTokenClaims {
     pub jti: String,
     /// The client the token was issued to.
     pub client_id: String,
+    /// `identity_type`: whether `sub` is a person (`"user"`) or an application (`"app"`). Validation reads the
+    /// principal's kind from this claim and nothing else.
+    pub identity_type: PrincipalKind,
+    /// `sid`: the login (refresh-token family) a user token belongs to; absent on app tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// Granted scopes; always serialized as an array, read from a string (one scope, as flyteadmin does) or an
     /// array.
     #[serde(default, deserialize_with = "one_or_many")]
@@ -94,7 +106,7 @@ fn compact_user_info<S: serde::Serializer>(
 }
 
 /// What to put in a new access token.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AccessTokenRequest {
     /// `sub`: the user's subject, or the client id for application tokens.
     pub subject: String,
@@ -108,6 +120,76 @@ pub struct AccessTokenRequest {
     pub scopes: Vec<String>,
     /// `user_info` for user tokens.
     pub user_info: Option<UserInfo>,
+    /// `identity_type`: a person or an application.
+    pub kind: PrincipalKind,
+    /// `sid`: the login (refresh-token family) of a user token; `None` for app tokens.
+    pub session_id: Option<String>,
+}
+
+/// What to put in a new OpenID Connect ID token (OpenID Connect Core §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdTokenRequest {
+    /// `sub`: the person's stable subject.
+    pub subject: String,
+    /// The client; the token's only `aud`.
+    pub client_id: String,
+    /// `auth_time`: when the person signed in, unix seconds.
+    pub auth_time: i64,
+    /// `nonce` of the authorization request, echoed when present.
+    pub nonce: Option<String>,
+    /// `name` (left out when empty).
+    pub name: String,
+    /// `preferred_username` (left out when empty).
+    pub preferred_username: String,
+    /// `email` (left out when empty).
+    pub email: String,
+    /// The access token issued with it, for `at_hash`.
+    pub access_token: String,
+    /// `sid`: the login the token belongs to (left out when `None`).
+    pub session_id: Option<String>,
+}
+
+/// The claims of an ID token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience: the client id.
+    pub aud: Vec<String>,
+    /// Expiry, unix seconds (the access-token lifetime).
+    pub exp: i64,
+    /// Issued at, unix seconds.
+    pub iat: i64,
+    /// When the person signed in, unix seconds.
+    pub auth_time: i64,
+    /// The authorization request's `nonce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Left half of the SHA-256 of the access token, base64url (OpenID Connect Core §3.1.3.6).
+    pub at_hash: String,
+    /// The login (refresh-token family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// User name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// The `typ` header of our ID tokens; the validator refuses it, so an ID token never passes as an access token.
+pub const ID_TOKEN_TYP: &str = "JWT";
+
+/// `at_hash` of `access_token` for RS256: the left 128 bits of its SHA-256, unpadded base64url.
+pub fn at_hash(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 /// A freshly minted token.
@@ -161,6 +243,9 @@ pub enum ValidationError {
     /// A required claim is absent.
     #[error("the token lacks the `{0}` claim")]
     MissingClaim(&'static str),
+    /// The token, its login, its application or its user was revoked.
+    #[error("the token has been revoked")]
+    Revoked,
 }
 
 impl ValidationError {
@@ -176,6 +261,7 @@ impl ValidationError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::MissingClaim(_) => "missing_claim",
+            Self::Revoked => "revoked",
         }
     }
 
@@ -214,6 +300,7 @@ pub struct TokenIssuer {
     lifetime: Duration,
     clock: Arc<dyn Clock>,
     header: Header,
+    id_header: Header,
 }
 
 impl fmt::Debug for TokenIssuer {
@@ -237,24 +324,58 @@ impl TokenIssuer {
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(keys.current().kid().to_owned());
+        let mut id_header = Header::new(Algorithm::RS256);
+        id_header.typ = Some(ID_TOKEN_TYP.to_owned());
+        id_header.kid = header.kid.clone();
         Self {
             keys,
             issuer,
             lifetime,
             clock,
             header,
+            id_header,
         }
     }
 
-    /// Mints a token for `req`. Application tokens (subject = client id) with a known client name carry it as
+    fn lifetime_secs(&self) -> i64 {
+        i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Mints an ID token: header `typ: JWT` and the current `kid`; `iss`, `sub`, `aud = [client_id]`, `exp`
+    /// (the access-token lifetime), `iat`, `auth_time`, `nonce` and `sid` when given, `at_hash` of the access
+    /// token, and `name`, `preferred_username`, `email` whenever they are not empty. The profile claims do not
+    /// depend on `profile`/`email` being among the scopes: the clients are first-party, the data is the
+    /// person's own, and the access token's `user_info` carries the same.
+    pub fn issue_id_token(&self, req: &IdTokenRequest) -> Result<String, TokenError> {
+        let now = self.clock.unix_now();
+        let some = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        let claims = IdTokenClaims {
+            iss: self.issuer.clone(),
+            sub: req.subject.clone(),
+            aud: vec![req.client_id.clone()],
+            exp: now.saturating_add(self.lifetime_secs()),
+            iat: now,
+            auth_time: req.auth_time,
+            nonce: req.nonce.clone().filter(|n| !n.is_empty()),
+            at_hash: at_hash(&req.access_token),
+            sid: req.session_id.clone(),
+            name: some(&req.name),
+            preferred_username: some(&req.preferred_username),
+            email: some(&req.email),
+        };
+        jsonwebtoken::encode(&self.id_header, &claims, self.keys.current().encoding_key())
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Mints a token for `req`. Application tokens with a known client name carry it as
     /// `user_info: {"name": …}`; the validator fills in the rest of an application's profile.
     pub fn issue(&self, req: &AccessTokenRequest) -> Result<IssuedToken, TokenError> {
         let now = self.clock.unix_now();
-        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let lifetime = self.lifetime_secs();
         let user_info = match (&req.user_info, req.client_name.as_deref()) {
             (Some(u), _) => Some(u.clone()),
             (None, Some(name))
-                if req.subject == req.client_id && !name.is_empty() && name != req.client_id =>
+                if req.kind == PrincipalKind::App && !name.is_empty() && name != req.client_id =>
             {
                 Some(UserInfo {
                     name: name.to_owned(),
@@ -272,6 +393,8 @@ impl TokenIssuer {
             nbf: None,
             jti: uuid::Uuid::new_v4().to_string(),
             client_id: req.client_id.clone(),
+            identity_type: req.kind,
+            sid: req.session_id.clone(),
             scp: req.scopes.clone(),
             scope: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             user_info,
@@ -295,6 +418,7 @@ pub struct TokenValidator {
     leeway: i64,
     clock: Arc<dyn Clock>,
     verified: VerifiedTokens,
+    revocations: Arc<RevocationSet>,
 }
 
 impl fmt::Debug for TokenValidator {
@@ -334,6 +458,8 @@ struct RawClaims {
     nbf: Option<i64>,
     jti: Option<String>,
     client_id: Option<String>,
+    identity_type: Option<String>,
+    sid: Option<String>,
     #[serde(default, deserialize_with = "opt_one_or_many")]
     scp: Option<Vec<String>>,
     scope: Option<String>,
@@ -357,13 +483,28 @@ impl TokenValidator {
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             clock,
             verified: VerifiedTokens::default(),
+            revocations: Arc::new(RevocationSet::default()),
         }
+    }
+
+    /// Checks tokens against `revocations` (shared with whoever fills it) instead of the empty set
+    /// [`TokenValidator::new`] starts with.
+    pub fn with_revocations(mut self, revocations: Arc<RevocationSet>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// The revocations every validation consults; insert into it to revoke.
+    pub fn revocations(&self) -> &Arc<RevocationSet> {
+        &self.revocations
     }
 
     /// Validates `token` and returns who it speaks for. Scopes are not checked here (callers decide).
     ///
     /// A token that passed before is answered from a bounded memo keyed by its exact bytes, with only `exp`,
-    /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call.
+    /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call. The
+    /// [revocations](Self::revocations) are consulted on both paths, so a revoked token fails even when
+    /// remembered ([`ValidationError::Revoked`]).
     pub fn validate(&self, token: &str) -> Result<Arc<Identity>, ValidationError> {
         let now = self.clock.unix_now();
         if let Some(hit) = self.verified.get(token) {
@@ -374,9 +515,15 @@ impl TokenValidator {
             if hit.not_before > now.saturating_add(self.leeway) {
                 return Err(ValidationError::NotYetValid);
             }
+            if self.revocations.is_revoked(&hit.identity) {
+                return Err(ValidationError::Revoked);
+            }
             return Ok(hit.identity.clone());
         }
         let (identity, not_before) = self.verify(token, now)?;
+        if self.revocations.is_revoked(&identity) {
+            return Err(ValidationError::Revoked);
+        }
         let identity = Arc::new(identity);
         self.verified.insert(
             token,
@@ -390,10 +537,14 @@ impl TokenValidator {
         Ok(identity)
     }
 
-    /// Full validation of `token`, neither consulting nor filling the memo (what a first sighting costs).
+    /// Full validation of `token` including revocations, neither consulting nor filling the memo (what a first
+    /// sighting costs).
     pub fn validate_uncached(&self, token: &str) -> Result<Identity, ValidationError> {
-        self.verify(token, self.clock.unix_now())
-            .map(|(identity, _)| identity)
+        let (identity, _) = self.verify(token, self.clock.unix_now())?;
+        if self.revocations.is_revoked(&identity) {
+            return Err(ValidationError::Revoked);
+        }
+        Ok(identity)
     }
 
     /// How many verified tokens the memo holds (for tests and metrics).
@@ -472,6 +623,11 @@ impl TokenValidator {
         let aud = raw.aud.ok_or(MissingClaim("aud"))?;
         let jti = raw.jti.ok_or(MissingClaim("jti"))?;
         let client_id = raw.client_id.ok_or(MissingClaim("client_id"))?;
+        let kind = raw
+            .identity_type
+            .as_deref()
+            .ok_or(MissingClaim("identity_type"))
+            .and_then(|t| PrincipalKind::parse(t).ok_or(ValidationError::Malformed))?;
 
         if now >= exp.saturating_add(self.leeway) {
             return Err(ValidationError::Expired);
@@ -498,11 +654,6 @@ impl TokenValidator {
                 .as_deref()
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
-        };
-        let kind = if sub == client_id {
-            PrincipalKind::App
-        } else {
-            PrincipalKind::User
         };
         let mut user_info = raw.user_info.unwrap_or_default();
         let (default_subject, default_name) = match kind {
@@ -532,6 +683,10 @@ impl TokenValidator {
             }
             claims.insert("jti".into(), Value::String(jti.clone()));
             claims.insert("client_id".into(), Value::String(client_id.clone()));
+            claims.insert("identity_type".into(), Value::from(kind.as_str()));
+            if let Some(sid) = &raw.sid {
+                claims.insert("sid".into(), Value::String(sid.clone()));
+            }
             claims.insert("scp".into(), string_array(&scopes));
             if let Some(scope) = raw.scope {
                 claims.insert("scope".into(), Value::String(scope));
@@ -546,6 +701,8 @@ impl TokenValidator {
             audience: aud,
             token_id: jti,
             expires_at: exp,
+            issued_at: iat,
+            session_id: raw.sid,
             user_info,
         };
         Ok((identity, not_before))

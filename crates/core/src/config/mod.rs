@@ -136,6 +136,19 @@ pub struct ExtensionsConfig {
     pub log_format: LogFormat,
     /// `maxRequestBytes` (1 MiB): largest accepted request body.
     pub max_request_bytes: usize,
+    /// `refreshTokenReuseGrace` (5s): how long after a refresh token was rotated presenting it again still
+    /// counts as a retry (a lost response) rather than as theft, which revokes the whole login.
+    #[serde(with = "duration::go")]
+    pub refresh_token_reuse_grace: Duration,
+    /// `login`: lockout after failed sign-ins.
+    #[serde(deserialize_with = "null_default")]
+    pub login: LoginConfig,
+    /// `session`: the browser session the login page opens.
+    #[serde(deserialize_with = "null_default")]
+    pub session: SessionConfig,
+    /// `firstAdmin`: the account created when the store has none.
+    #[serde(deserialize_with = "null_default")]
+    pub first_admin: FirstAdminConfig,
 }
 
 impl Default for ExtensionsConfig {
@@ -146,6 +159,79 @@ impl Default for ExtensionsConfig {
             token_leeway: Duration::from_secs(30),
             log_format: LogFormat::Plain,
             max_request_bytes: 1024 * 1024,
+            refresh_token_reuse_grace: Duration::from_secs(5),
+            login: LoginConfig::default(),
+            session: SessionConfig::default(),
+            first_admin: FirstAdminConfig::default(),
+        }
+    }
+}
+
+/// `flyteauth.login:` — how failed sign-ins are throttled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoginConfig {
+    /// `maxFailures` (5): consecutive wrong passwords after which an account is locked.
+    pub max_failures: u32,
+    /// `lockoutDuration` (15m): how long a locked account stays locked.
+    #[serde(with = "duration::go")]
+    pub lockout_duration: Duration,
+    /// `addressMaxFailures` (50): failed sign-ins from one client address, within `addressWindow`, after which
+    /// that address is refused (whatever the account).
+    pub address_max_failures: u32,
+    /// `addressWindow` (15m): the window `addressMaxFailures` counts over.
+    #[serde(with = "duration::go")]
+    pub address_window: Duration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            lockout_duration: Duration::from_secs(15 * 60),
+            address_max_failures: 50,
+            address_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `flyteauth.session:` — the browser session after a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SessionConfig {
+    /// `lifetime` (12h): a session ends this long after the sign-in, however active.
+    #[serde(with = "duration::go")]
+    pub lifetime: Duration,
+    /// `idleTimeout` (1h): a session unused this long ends.
+    #[serde(with = "duration::go")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(12 * 3600),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `flyteauth.firstAdmin:` — the administrator account created when there is no account yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FirstAdminConfig {
+    /// `username` ("admin").
+    pub username: String,
+    /// `passwordFile` (""): a file holding its initial password; empty means one is generated and printed once.
+    #[serde(with = "opt_path")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for FirstAdminConfig {
+    fn default() -> Self {
+        Self {
+            username: "admin".to_owned(),
+            password_file: None,
         }
     }
 }
@@ -383,6 +469,40 @@ impl Config {
             return Err(invalid(
                 "flyteauth.maxRequestBytes".into(),
                 "a size in bytes greater than zero",
+            ));
+        }
+        let ext = &self.flyteauth;
+        for (key, value) in [
+            ("flyteauth.login.maxFailures", ext.login.max_failures),
+            (
+                "flyteauth.login.addressMaxFailures",
+                ext.login.address_max_failures,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "a whole number greater than zero"));
+            }
+        }
+        for (key, value) in [
+            (
+                "flyteauth.login.lockoutDuration",
+                ext.login.lockout_duration,
+            ),
+            ("flyteauth.login.addressWindow", ext.login.address_window),
+            ("flyteauth.session.lifetime", ext.session.lifetime),
+            ("flyteauth.session.idleTimeout", ext.session.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    key.into(),
+                    "a duration greater than zero, such as \"15m\"",
+                ));
+            }
+        }
+        if let Err(e) = crate::users::normalize_username(&ext.first_admin.username) {
+            return Err(invalid(
+                "flyteauth.firstAdmin.username".into(),
+                &format!("a valid user name ({e})"),
             ));
         }
         Ok(())

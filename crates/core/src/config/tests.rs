@@ -121,6 +121,19 @@ fn defaults_are_flyteadmins() {
     assert_eq!(c.flyteauth.log_format, LogFormat::Plain);
     assert_eq!(c.flyteauth.max_request_bytes, 1 << 20);
     assert_eq!(c.flyteauth.listen_address, None);
+    assert_eq!(
+        c.flyteauth.refresh_token_reuse_grace,
+        Duration::from_secs(5)
+    );
+    let login = &c.flyteauth.login;
+    assert_eq!(login.max_failures, 5);
+    assert_eq!(login.lockout_duration, Duration::from_secs(15 * 60));
+    assert_eq!(login.address_max_failures, 50);
+    assert_eq!(login.address_window, Duration::from_secs(15 * 60));
+    assert_eq!(c.flyteauth.session.lifetime, Duration::from_secs(12 * 3600));
+    assert_eq!(c.flyteauth.session.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(c.flyteauth.first_admin.username, "admin");
+    assert_eq!(c.flyteauth.first_admin.password_file, None);
     assert!(c.validate().is_ok());
 }
 
@@ -819,4 +832,58 @@ fn settings_that_would_turn_authentication_off_are_warned_about() {
     // Leaving useAuth at its default says nothing.
     let quiet = load("server:\n  httpPort: 9000\n");
     assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+}
+
+#[test]
+fn login_session_and_first_admin_settings() {
+    let loaded = load(
+        "flyteauth:\n  refreshTokenReuseGrace: 10s\n  login:\n    maxFailures: 3\n    lockoutDuration: 1h\n    addressMaxFailures: 20\n    addressWindow: 5m\n    maxFailure: 1\n  session:\n    lifetime: 8h\n    idleTimeout: 30m\n  firstAdmin:\n    username: Root\n    passwordFile: /etc/flyteauth/admin-password\n",
+    );
+    let ext = &loaded.config.flyteauth;
+    assert_eq!(ext.refresh_token_reuse_grace, Duration::from_secs(10));
+    assert_eq!(ext.login.max_failures, 3);
+    assert_eq!(ext.login.lockout_duration, Duration::from_secs(3600));
+    assert_eq!(ext.login.address_max_failures, 20);
+    assert_eq!(ext.login.address_window, Duration::from_secs(300));
+    assert_eq!(ext.session.lifetime, Duration::from_secs(8 * 3600));
+    assert_eq!(ext.session.idle_timeout, Duration::from_secs(1800));
+    assert_eq!(ext.first_admin.username, "Root");
+    assert_eq!(
+        ext.first_admin.password_file.as_deref(),
+        Some(Path::new("/etc/flyteauth/admin-password"))
+    );
+    let w = loaded.warnings.join("\n");
+    assert!(w.contains("`flyteauth.login.maxFailure`"), "{w}");
+    assert_eq!(loaded.warnings.len(), 1, "{w}");
+
+    // Partial sections keep the other defaults; an empty passwordFile is none; null sections are defaults.
+    let c = load("flyteauth:\n  login:\n    maxFailures: 9\n  session:\n  firstAdmin:\n    passwordFile: \"\"\n").config;
+    assert_eq!(c.flyteauth.login.max_failures, 9);
+    assert_eq!(c.flyteauth.login.address_max_failures, 50);
+    assert_eq!(c.flyteauth.session, SessionConfig::default());
+    assert_eq!(c.flyteauth.first_admin.password_file, None);
+    assert_eq!(c.flyteauth.first_admin.username, "admin");
+
+    let msg = parse_message("flyteauth:\n  session:\n    lifetime: 12\n");
+    assert!(msg.contains("flyteauth.session.lifetime"), "{msg}");
+    for (yaml, key) in [
+        (
+            "flyteauth:\n  login:\n    maxFailures: 0\n",
+            "flyteauth.login.maxFailures",
+        ),
+        (
+            "flyteauth:\n  login:\n    addressWindow: 0s\n",
+            "flyteauth.login.addressWindow",
+        ),
+        (
+            "flyteauth:\n  session:\n    idleTimeout: 0s\n",
+            "flyteauth.session.idleTimeout",
+        ),
+        (
+            "flyteauth:\n  firstAdmin:\n    username: \"a b\"\n",
+            "flyteauth.firstAdmin.username",
+        ),
+    ] {
+        assert_eq!(invalid_key(yaml).0, key, "{yaml}");
+    }
 }

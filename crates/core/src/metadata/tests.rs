@@ -7,25 +7,90 @@ fn load(yaml: &str) -> Config {
 }
 
 #[test]
-fn metadata_advertises_only_what_is_implemented() {
+fn metadata_advertises_the_login_flow_and_oidc_discovery() {
     let m = server_metadata(&Config::default());
     assert_eq!(m.issuer, "http://localhost:8088");
+    assert_eq!(
+        m.authorization_endpoint,
+        "http://localhost:8088/oauth2/authorize"
+    );
     assert_eq!(m.token_endpoint, "http://localhost:8088/oauth2/token");
     assert_eq!(m.jwks_uri, "http://localhost:8088/oauth2/jwks");
-    assert_eq!(m.grant_types_supported, ["client_credentials"]);
+    assert_eq!(m.userinfo_endpoint, "http://localhost:8088/oauth2/userinfo");
+    assert_eq!(m.revocation_endpoint, "http://localhost:8088/oauth2/revoke");
+    assert_eq!(
+        m.introspection_endpoint,
+        "http://localhost:8088/oauth2/introspect"
+    );
+    assert_eq!(
+        m.grant_types_supported,
+        ["authorization_code", "refresh_token", "client_credentials"]
+    );
     assert_eq!(
         m.token_endpoint_auth_methods_supported,
+        ["client_secret_basic", "client_secret_post", "none"]
+    );
+    assert_eq!(
+        m.revocation_endpoint_auth_methods_supported,
+        m.token_endpoint_auth_methods_supported
+    );
+    assert_eq!(
+        m.introspection_endpoint_auth_methods_supported,
         ["client_secret_basic", "client_secret_post"]
     );
-    assert!(m.response_types_supported.is_empty());
-    assert!(m.code_challenge_methods_supported.is_empty());
-    assert_eq!(m.scopes_supported, ["access_token", "all", "offline"]);
+    assert_eq!(m.response_types_supported, ["code"]);
+    assert_eq!(m.response_modes_supported, ["query"]);
+    assert_eq!(m.code_challenge_methods_supported, ["S256"]);
+    assert_eq!(m.subject_types_supported, ["public"]);
+    assert_eq!(m.id_token_signing_alg_values_supported, ["RS256"]);
+    assert_eq!(
+        m.scopes_supported,
+        [
+            "access_token",
+            "all",
+            "email",
+            "offline",
+            "offline_access",
+            "openid",
+            "profile"
+        ]
+    );
+    for claim in [
+        "sub",
+        "iss",
+        "auth_time",
+        "nonce",
+        "email",
+        "preferred_username",
+    ] {
+        assert!(m.claims_supported.iter().any(|c| c == claim), "{claim}");
+    }
 
     let v = serde_json::to_value(&m).unwrap();
     let obj = v.as_object().unwrap();
-    assert!(!obj.contains_key("authorization_endpoint"));
+    // What OpenID Connect Discovery 1.0 §3 requires.
+    for key in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(obj.contains_key(key), "{key}");
+    }
     assert!(!obj.contains_key("device_authorization_endpoint"));
-    assert_eq!(obj["response_types_supported"], json!([]));
+    assert_eq!(obj["code_challenge_methods_supported"], json!(["S256"]));
+}
+
+#[test]
+fn paths() {
+    assert_eq!(AUTHORIZE_PATH, "/oauth2/authorize");
+    assert_eq!(REVOKE_PATH, "/oauth2/revoke");
+    assert_eq!(INTROSPECT_PATH, "/oauth2/introspect");
+    assert_eq!(USERINFO_PATH, "/oauth2/userinfo");
+    assert_eq!(LOGIN_PATH, "/login");
 }
 
 #[test]
@@ -47,10 +112,24 @@ fn endpoints_follow_the_public_url_and_issuer() {
     let m = server_metadata(&c);
     assert_eq!(m.issuer, "https://id.example.com");
     assert_eq!(m.token_endpoint, "https://flyte.example.com/oauth2/token");
+    assert_eq!(
+        m.authorization_endpoint,
+        "https://flyte.example.com/oauth2/authorize"
+    );
     // The configured clients' scopes and those of the default public clients.
     assert_eq!(
         m.scopes_supported,
-        ["access_token", "all", "beta", "offline", "zeta"]
+        [
+            "access_token",
+            "all",
+            "beta",
+            "email",
+            "offline",
+            "offline_access",
+            "openid",
+            "profile",
+            "zeta"
+        ]
     );
 }
 

@@ -60,13 +60,15 @@ fn app_request() -> AccessTokenRequest {
         audience: vec![ISSUER.into()],
         scopes: vec!["all".into(), "read".into()],
         user_info: None,
+        kind: PrincipalKind::App,
+        session_id: None,
     }
 }
 
 fn claims_json() -> serde_json::Value {
     json!({
         "iss": ISSUER, "sub": "ci-bot", "aud": [ISSUER], "exp": T0 + 600, "iat": T0, "jti": "j-1",
-        "client_id": "ci-bot", "scp": ["all"], "scope": "all"
+        "client_id": "ci-bot", "identity_type": "app", "scp": ["all"], "scope": "all"
     })
 }
 
@@ -112,6 +114,8 @@ fn issued_tokens_have_the_rfc9068_shape() {
     assert_eq!(claims["iat"], T0);
     assert_eq!(claims["exp"], T0 + 1800);
     assert_eq!(claims["client_id"], "ci-bot");
+    assert_eq!(claims["identity_type"], "app");
+    assert!(claims.get("sid").is_none(), "app tokens carry no sid");
     assert_eq!(claims["scp"], json!(["all", "read"]));
     assert_eq!(claims["scope"], "all read");
     assert_eq!(claims["user_info"]["name"], "CI bot");
@@ -198,12 +202,18 @@ fn user_tokens_carry_their_user_info() {
             email: "ada@example.com".into(),
             ..UserInfo::default()
         }),
+        kind: PrincipalKind::User,
+        session_id: Some("fam-1".into()),
     };
     let id = f
         .validator
         .validate(&f.issuer.issue(&req).unwrap().access_token)
         .unwrap();
     assert_eq!(id.kind, PrincipalKind::User);
+    assert_eq!(id.session_id.as_deref(), Some("fam-1"));
+    assert_eq!(id.issued_at, T0);
+    assert_eq!(id.user_info.additional_claims["identity_type"], "user");
+    assert_eq!(id.user_info.additional_claims["sid"], "fam-1");
     assert_eq!(id.user_info.name, "Ada Lovelace");
     assert_eq!(id.user_info.email, "ada@example.com");
     assert_eq!(id.user_info.additional_claims["client_id"], "flytectl");
@@ -504,7 +514,8 @@ fn audience_and_scp_may_be_strings() {
     );
 
     let parsed: AccessTokenClaims = serde_json::from_value(json!({
-        "iss": "i", "sub": "s", "aud": "a", "exp": 1, "iat": 0, "jti": "j", "client_id": "c", "scp": "x"
+        "iss": "i", "sub": "s", "aud": "a", "exp": 1, "iat": 0, "jti": "j", "client_id": "c", "scp": "x",
+        "identity_type": "user"
     }))
     .unwrap();
     assert_eq!(
@@ -531,7 +542,16 @@ fn tokens_signed_by_the_previous_key_are_accepted() {
 #[test]
 fn required_claims_must_be_present() {
     let f = fixture();
-    for claim in ["exp", "iat", "iss", "sub", "aud", "jti", "client_id"] {
+    for claim in [
+        "exp",
+        "iat",
+        "iss",
+        "sub",
+        "aud",
+        "jti",
+        "client_id",
+        "identity_type",
+    ] {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
         let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
@@ -606,6 +626,7 @@ fn reasons_are_snake_case_labels() {
         (ValidationError::WrongIssuer, "wrong_issuer"),
         (ValidationError::WrongAudience, "wrong_audience"),
         (ValidationError::MissingClaim("exp"), "missing_claim"),
+        (ValidationError::Revoked, "revoked"),
     ];
     for (e, label) in all {
         assert_eq!(e.reason(), label);
@@ -750,4 +771,194 @@ fn the_memo_stays_bounded() {
         assert!(f.validator.validate(&token).is_ok());
         assert!(f.validator.remembered() <= VERIFIED_TOKEN_CAPACITY);
     }
+}
+
+#[test]
+fn the_kind_comes_from_identity_type_only() {
+    let f = fixture();
+    // A user whose subject happens to equal the client id is still a user.
+    let mut claims = claims_json();
+    claims["identity_type"] = json!("user");
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    let id = f.validator.validate(&token).unwrap();
+    assert_eq!(id.kind, PrincipalKind::User);
+    assert_eq!(id.user_info.name, "", "no app profile is made up for users");
+    // An app token whose subject differs from its client id is still an app.
+    let mut claims = claims_json();
+    claims["sub"] = json!("something-else");
+    let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+    assert_eq!(
+        f.validator.validate(&token).unwrap().kind,
+        PrincipalKind::App
+    );
+    for bad in [json!("robot"), json!(""), json!(1), json!("App")] {
+        let mut claims = claims_json();
+        claims["identity_type"] = bad.clone();
+        let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
+        assert_eq!(
+            f.validator.validate(&token),
+            Err(ValidationError::Malformed),
+            "{bad}"
+        );
+    }
+}
+
+fn user_request(sid: &str) -> AccessTokenRequest {
+    AccessTokenRequest {
+        subject: "u-1".into(),
+        client_id: "flytectl".into(),
+        client_name: None,
+        audience: vec![ISSUER.into()],
+        scopes: vec!["all".into()],
+        user_info: None,
+        kind: PrincipalKind::User,
+        session_id: Some(sid.into()),
+    }
+}
+
+#[test]
+fn revocations_apply_on_the_memo_and_the_fresh_path() {
+    use crate::revocation::{RevocationSet, Revoked};
+    let f = fixture();
+    let set = Arc::new(RevocationSet::default());
+    let validator = TokenValidator::new(
+        f.ring.clone(),
+        ISSUER.into(),
+        audiences(),
+        LEEWAY,
+        f.clock.clone(),
+    )
+    .with_revocations(set.clone());
+    assert!(Arc::ptr_eq(validator.revocations(), &set));
+
+    // Remembered, then revoked by jti: the memo hit must fail too.
+    let issued = f.issuer.issue(&app_request()).unwrap();
+    assert!(validator.validate(&issued.access_token).is_ok());
+    set.insert(Revoked::Token(issued.claims.jti.clone()), T0 + 3600);
+    assert_eq!(
+        validator.validate(&issued.access_token),
+        Err(ValidationError::Revoked)
+    );
+    assert_eq!(
+        validator.validate_uncached(&issued.access_token),
+        Err(ValidationError::Revoked)
+    );
+
+    // Never seen before, family revoked: the fresh path fails and remembers nothing.
+    let before = validator.remembered();
+    let family = f.issuer.issue(&user_request("fam-1")).unwrap();
+    let other = f.issuer.issue(&user_request("fam-2")).unwrap();
+    set.insert(Revoked::Family("fam-1".into()), T0 + 3600);
+    assert_eq!(
+        validator.validate(&family.access_token),
+        Err(ValidationError::Revoked)
+    );
+    assert_eq!(validator.remembered(), before);
+    assert!(validator.validate(&other.access_token).is_ok());
+
+    // A user revoked now: tokens issued up to now fail, later ones pass.
+    set.insert(
+        Revoked::User {
+            subject: "u-1".into(),
+            revoked_at: T0,
+        },
+        T0 + 3600,
+    );
+    assert_eq!(
+        validator.validate(&other.access_token),
+        Err(ValidationError::Revoked)
+    );
+    f.clock.advance(time::Duration::seconds(1));
+    let fresh = f.issuer.issue(&user_request("fam-3")).unwrap();
+    assert!(validator.validate(&fresh.access_token).is_ok());
+
+    // An app revoked: its older tokens fail.
+    let app_token = f.issuer.issue(&app_request()).unwrap();
+    assert!(validator.validate(&app_token.access_token).is_ok());
+    set.insert(
+        Revoked::App {
+            client_id: "ci-bot".into(),
+            revoked_at: T0 + 1,
+        },
+        T0 + 3600,
+    );
+    assert_eq!(
+        validator.validate(&app_token.access_token),
+        Err(ValidationError::Revoked)
+    );
+    // The default validator has its own, empty set.
+    assert!(f.validator.validate(&app_token.access_token).is_ok());
+}
+
+#[test]
+fn at_hash_is_the_left_half_of_sha256() {
+    // Computed independently: base64url(sha256("an.access.token")[..16]).
+    assert_eq!(at_hash("an.access.token"), "UkM2b42E54u4hWzuKV_B3w");
+    assert_eq!(at_hash("").len(), 22);
+}
+
+#[test]
+fn id_tokens() {
+    let f = fixture();
+    let access = f.issuer.issue(&user_request("fam-1")).unwrap().access_token;
+    let req = IdTokenRequest {
+        subject: "u-1".into(),
+        client_id: "flytectl".into(),
+        auth_time: T0 - 60,
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        name: "Ada Lovelace".into(),
+        preferred_username: "ada".into(),
+        email: String::new(),
+        access_token: access.clone(),
+        session_id: Some("fam-1".into()),
+    };
+    let token = f.issuer.issue_id_token(&req).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header = decode_part(parts[0]);
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], f.ring.current().kid());
+    let claims: IdTokenClaims = serde_json::from_value(decode_part(parts[1])).unwrap();
+    assert_eq!(claims.iss, ISSUER);
+    assert_eq!(claims.sub, "u-1");
+    assert_eq!(claims.aud, ["flytectl"]);
+    assert_eq!(claims.iat, T0);
+    assert_eq!(claims.exp, T0 + 1800);
+    assert_eq!(claims.auth_time, T0 - 60);
+    assert_eq!(claims.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
+    assert_eq!(claims.at_hash, at_hash(&access));
+    assert_eq!(claims.sid.as_deref(), Some("fam-1"));
+    assert_eq!(claims.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(claims.preferred_username.as_deref(), Some("ada"));
+    assert_eq!(claims.email, None, "empty claims are left out");
+    let raw = decode_part(parts[1]);
+    assert!(raw.get("email").is_none());
+
+    // The signature verifies with the ring's key.
+    let message = format!("{}.{}", parts[0], parts[1]);
+    assert!(
+        jsonwebtoken::crypto::verify(
+            parts[2],
+            message.as_bytes(),
+            f.ring.current().public().decoding_key(),
+            Algorithm::RS256
+        )
+        .unwrap()
+    );
+    // An ID token is never accepted as an access token.
+    assert_eq!(
+        f.validator.validate(&token),
+        Err(ValidationError::Malformed)
+    );
+
+    let bare = f
+        .issuer
+        .issue_id_token(&IdTokenRequest {
+            nonce: None,
+            session_id: None,
+            ..req
+        })
+        .unwrap();
+    let raw = decode_part(bare.split('.').nth(1).unwrap());
+    assert!(raw.get("nonce").is_none() && raw.get("sid").is_none());
 }
