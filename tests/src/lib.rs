@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod browser;
+
 use base64::Engine;
 use flyteauth_server::serve::{self, ServeOptions};
 use std::net::SocketAddr;
@@ -20,6 +22,8 @@ pub const LIMITED_SECRET: &str = "limited-secret";
 
 /// A running server.
 pub struct TestServer {
+    /// The server's shared state (its store, clock and validator), for setting up accounts.
+    pub state: flyteauth_server::state::AppState,
     pub addr: SocketAddr,
     pub base: String,
     pub dir: tempfile::TempDir,
@@ -32,8 +36,21 @@ fn bcrypt_b64(secret: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(hash)
 }
 
-/// The configuration the harness writes; `extra` is appended under `flyteauth:`-free top level.
+/// A confidential client that may also log people in (authorization code), for introspection tests.
+pub const WEB_APP_ID: &str = "web-app";
+/// Its secret.
+pub const WEB_APP_SECRET: &str = "web-app-secret";
+/// Its registered redirect URI.
+pub const WEB_APP_REDIRECT: &str = "https://app.example.com/callback";
+
+/// The configuration the harness writes; `flyteauth_extra` is appended to its `flyteauth:` section
+/// (each line indented by two spaces).
 pub fn config_yaml(port: u16, dir: &std::path::Path) -> String {
+    config_yaml_with(port, dir, "")
+}
+
+/// [`config_yaml`] with extra lines in the `flyteauth:` section.
+pub fn config_yaml_with(port: u16, dir: &std::path::Path, flyteauth_extra: &str) -> String {
     format!(
         r#"server:
   httpPort: {port}
@@ -55,6 +72,13 @@ auth:
           grant_types: [client_credentials]
           scopes: [read]
           public: false
+        {WEB_APP_ID}:
+          id: {WEB_APP_ID}
+          client_secret: {web}
+          grant_types: [authorization_code, refresh_token, client_credentials]
+          redirect_uris: [{WEB_APP_REDIRECT}]
+          scopes: [all, offline]
+          public: false
 database:
   sqlite:
     file: {dir}/flyteauth.db
@@ -63,7 +87,8 @@ secrets:
 flyteauth:
   listenAddress: 127.0.0.1
   dataDir: {dir}
-"#,
+{flyteauth_extra}"#,
+        web = bcrypt_b64(WEB_APP_SECRET),
         app = bcrypt_b64(APP_SECRET),
         limited = bcrypt_b64(LIMITED_SECRET),
         dir = dir.display(),
@@ -73,19 +98,30 @@ flyteauth:
 impl TestServer {
     /// Starts a server with the harness configuration.
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts a server with `flyteauth_extra` added to the `flyteauth:` section, e.g.
+    /// `"  refreshTokenReuseGrace: 0s\n"`.
+    pub async fn start_with(flyteauth_extra: &str) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets")).unwrap();
         let config_file = dir.path().join("flyteauth.yaml");
-        std::fs::write(&config_file, config_yaml(addr.port(), dir.path())).unwrap();
+        std::fs::write(
+            &config_file,
+            config_yaml_with(addr.port(), dir.path(), flyteauth_extra),
+        )
+        .unwrap();
         let prepared = serve::prepare(&ServeOptions {
             config_file: Some(config_file),
             ..ServeOptions::default()
         })
         .unwrap();
         let server = serve::build(prepared).await.unwrap();
+        let state = server.state.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -96,6 +132,7 @@ impl TestServer {
                 .unwrap();
         });
         Self {
+            state,
             addr,
             base: format!("http://127.0.0.1:{}", addr.port()),
             dir,
@@ -120,6 +157,25 @@ impl TestServer {
         assert_eq!(response.status(), 200, "token request failed");
         let body: serde_json::Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a local account `name` with `password` (display name "<Name> Example", e-mail
+    /// `<name>@example.com`).
+    pub async fn add_user(&self, name: &str, password: &str) -> flyteauth_store::UserRecord {
+        let mut display = name.to_owned();
+        if let Some(first) = display.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let account = flyteauth_server::users::NewAccount {
+            username: name.to_owned(),
+            email: format!("{name}@example.com"),
+            display_name: format!("{display} Example"),
+            is_admin: false,
+        };
+        let now = flyteauth_core::clock::Clock::unix_now(self.state.clock.as_ref());
+        flyteauth_server::users::add(self.state.store.as_ref(), &account, password, now)
+            .await
+            .unwrap()
     }
 
     /// A token of [`APP_ID`].

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use flyteauth_core::clock::ManualClock;
+use flyteauth_core::identity::PrincipalKind;
 use flyteauth_core::keys::{KeyRing, SigningKey};
 use flyteauth_core::token::{AccessTokenRequest, TokenIssuer};
 use flyteauth_proto::flyteidl::service as v1;
@@ -37,6 +38,8 @@ fn mint(server: &TestServer, key: SigningKey, now: time::OffsetDateTime) -> Stri
             audience: vec![server.base.clone()],
             scopes: vec!["all".into()],
             user_info: None,
+            kind: PrincipalKind::App,
+            session_id: None,
         })
         .unwrap()
         .access_token

@@ -217,9 +217,16 @@ async fn discovery_advertises_only_what_is_implemented() {
         assert_eq!(doc["jwks_uri"], server.url("/oauth2/jwks"));
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
         );
-        assert!(doc.get("authorization_endpoint").is_none_or(Value::is_null));
+        assert_eq!(
+            doc["authorization_endpoint"],
+            server.url("/oauth2/authorize")
+        );
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
     }
     server.stop().await;
 }

@@ -30,6 +30,7 @@ use flyteauth_bench::stats::{median, range, verdict};
 use flyteauth_bench::{arg, fixture};
 use flyteauth_core::clock::{Clock, SystemClock};
 use flyteauth_core::config::Config;
+use flyteauth_core::identity::PrincipalKind;
 use flyteauth_core::keys::{KeyRing, SigningKey};
 use flyteauth_core::token::{AccessTokenRequest, TokenIssuer, TokenValidator};
 use jsonwebtoken::Algorithm;
@@ -77,6 +78,8 @@ fn main() -> anyhow::Result<()> {
             audience: vec![config.issuer()],
             scopes: vec!["all".to_owned(), "read".to_owned()],
             user_info: None,
+            kind: PrincipalKind::App,
+            session_id: None,
         })?
         .access_token;
 

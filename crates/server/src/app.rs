@@ -3,7 +3,7 @@
 
 use crate::dispatch::Dispatch;
 use crate::state::AppState;
-use crate::{connect, grpc, health, http_api, metrics, oauth, rpc};
+use crate::{connect, grpc, health, http_api, metrics, oauth, rpc, web};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
@@ -13,12 +13,30 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The OAuth 2.0 authorization server endpoints and discovery documents.
 fn oauth_routes() -> Router<AppState> {
+    let limit = DefaultBodyLimit::max(oauth::MAX_TOKEN_REQUEST_BYTES);
     Router::new()
         .route(
             "/oauth2/token",
-            post(oauth::token)
-                .fallback(oauth::token_method_not_allowed)
-                .layer(DefaultBodyLimit::max(oauth::MAX_TOKEN_REQUEST_BYTES)),
+            post(oauth::token::token)
+                .fallback(oauth::post_only)
+                .layer(limit),
+        )
+        .route("/oauth2/authorize", get(oauth::authorize::authorize))
+        .route(
+            "/oauth2/revoke",
+            post(oauth::revoke::revoke)
+                .fallback(oauth::post_only)
+                .layer(limit),
+        )
+        .route(
+            "/oauth2/introspect",
+            post(oauth::introspect::introspect)
+                .fallback(oauth::post_only)
+                .layer(limit),
+        )
+        .route(
+            "/oauth2/userinfo",
+            get(oauth::userinfo::userinfo).post(oauth::userinfo::userinfo),
         )
         .route("/oauth2/jwks", get(oauth::jwks))
         .route(
@@ -29,6 +47,18 @@ fn oauth_routes() -> Router<AppState> {
             "/.well-known/openid-configuration",
             get(oauth::server_metadata),
         )
+}
+
+/// The browser routes of the embedded identity provider.
+fn web_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/login",
+            get(web::login::show)
+                .post(web::login::submit)
+                .layer(DefaultBodyLimit::max(web::login::MAX_LOGIN_FORM_BYTES)),
+        )
+        .route("/logout", get(web::login::logout))
 }
 
 /// flyteadmin's HTTP forms of the Flyte services.
@@ -102,6 +132,7 @@ fn http_router(state: AppState, extra: Router) -> Router {
     };
     Router::new()
         .merge(oauth_routes())
+        .merge(web_routes())
         .merge(flyte_http_routes())
         .merge(rpc::connect_routes::router(max_body_bytes))
         .with_state(state)

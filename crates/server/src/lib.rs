@@ -3,10 +3,13 @@
 //!
 //! Where to look:
 //! - [`app`]: every route, grouped by capability;
-//! - [`oauth`]: `POST /oauth2/token`, `GET /oauth2/jwks`, discovery documents;
+//! - [`oauth`]: the OAuth 2.0 / OpenID endpoints (`/oauth2/token`, `/oauth2/authorize`, revoke, introspect,
+//!   userinfo, JWKS, discovery); [`grants`]: what each token grant does, in order;
+//! - [`web`]: the login page, its cookies and sessions; [`users`]: local accounts (`flyteauth users`);
 //! - [`rpc`]: the Flyte services, written once (gRPC bindings in [`grpc`], Connect routes in
 //!   [`rpc::connect_routes`]); [`http_api`]: `/me` and `/config/v1/flyte_client`;
-//! - [`auth`]: bearer-token extraction and validation (the hot path);
+//! - [`auth`]: bearer-token extraction and validation (the hot path); [`revocation_mirror`]: revocations from
+//!   every replica; [`audit`]: the trail of credential events; [`opaque`]: codes, refresh tokens, cookies;
 //! - [`error`]: the one place errors become HTTP, gRPC and Connect responses;
 //! - [`serve`]: start-up; [`embedded`]: the no-configuration default;
 //! - transport: [`listener`], [`tls`], [`dispatch`], [`connect`]; operations: [`health`],
@@ -15,20 +18,26 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod connect;
 pub mod dispatch;
 pub mod embedded;
 pub mod error;
 pub mod form;
+pub mod grants;
 pub mod grpc;
 pub mod health;
 pub mod http_api;
 pub mod listener;
 pub mod metrics;
 pub mod oauth;
+pub mod opaque;
+pub mod revocation_mirror;
 pub mod rpc;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod users;
+pub mod web;

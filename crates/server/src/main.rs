@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use flyteauth_server::serve::{self, ServeOptions};
-use flyteauth_server::{telemetry, tls};
+use flyteauth_server::{telemetry, tls, users};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,84 @@ enum Command {
     /// TLS tools.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Local accounts of the embedded identity provider (the same database `serve` uses with the same flags).
+    Users {
+        #[command(flatten)]
+        target: StoreArgs,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+/// Which installation a command works on: the same flags `serve` takes.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// A flyteadmin-compatible YAML configuration file.
+    #[arg(long, short = 'c', env = "FLYTEAUTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory [default: $FLYTEAUTH_DATA_DIR, $XDG_DATA_HOME/flyteauth or ~/.local/share/flyteauth].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Where a password comes from: never the command line, where other users could read it.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct PasswordArgs {
+    /// Read the password from the first line of this file.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl PasswordArgs {
+    fn source(&self) -> users::PasswordSource {
+        match &self.password_file {
+            Some(file) => users::PasswordSource::File(file.clone()),
+            None => users::PasswordSource::Stdin,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create an account.
+    Add {
+        /// The user name (letters, digits, '.', '_', '@', '-'; stored in lower case).
+        name: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name [default: the user name].
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// List the accounts.
+    List,
+    /// Disable an account and end its sessions; its tokens stop working within seconds.
+    Disable {
+        /// The user name.
+        name: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The user name.
+        name: String,
+    },
+    /// Replace an account's password (also lifts a lockout).
+    SetPassword {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +174,72 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn users_command(target: StoreArgs, command: UsersCommand) -> anyhow::Result<()> {
+    let prepared = serve::prepare(&ServeOptions {
+        config_file: target.config,
+        data_dir: target.data_dir,
+        ..ServeOptions::default()
+    })?;
+    let store = serve::open_store(&prepared).await?;
+    let now = flyteauth_core::clock::Clock::unix_now(&flyteauth_core::clock::SystemClock);
+    match command {
+        UsersCommand::Add {
+            name,
+            email,
+            display_name,
+            admin,
+            password,
+        } => {
+            let password = password.source().read()?;
+            let account = users::NewAccount {
+                username: name,
+                email: email.unwrap_or_default(),
+                display_name: display_name.unwrap_or_default(),
+                is_admin: admin,
+            };
+            let user = users::add(store.as_ref(), &account, &password, now).await?;
+            println!("created user {} (subject {})", user.username, user.subject);
+        }
+        UsersCommand::List => {
+            println!(
+                "{:<24} {:<36} {:<8} {:<6} email",
+                "name", "subject", "status", "admin"
+            );
+            for u in users::list(store.as_ref()).await? {
+                let status = if u.disabled {
+                    "disabled"
+                } else if u.locked_until > now {
+                    "locked"
+                } else {
+                    "active"
+                };
+                let admin = if u.is_admin { "yes" } else { "no" };
+                println!(
+                    "{:<24} {:<36} {status:<8} {admin:<6} {}",
+                    u.username, u.subject, u.email
+                );
+            }
+        }
+        UsersCommand::Disable { name } => {
+            users::set_disabled(store.as_ref(), &name, true, now).await?;
+            println!("disabled user {}", name.trim().to_lowercase());
+        }
+        UsersCommand::Enable { name } => {
+            users::set_disabled(store.as_ref(), &name, false, now).await?;
+            println!("enabled user {}", name.trim().to_lowercase());
+        }
+        UsersCommand::SetPassword { name, password } => {
+            let password = password.source().read()?;
+            users::set_password(store.as_ref(), &name, &password, now).await?;
+            println!(
+                "changed the password of user {}",
+                name.trim().to_lowercase()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -145,6 +289,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", path.display());
             }
             Ok(())
+        }
+        Command::Users { target, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(users_command(target, command))
         }
         Command::Tls(TlsCommand::SelfSigned { dir, hosts }) => {
             let hosts = if hosts.is_empty() {

@@ -27,6 +27,10 @@ pub const HTTP_DURATION: &str = "flyteauth_http_request_duration_seconds";
 pub const TOKENS_ISSUED: &str = "flyteauth_tokens_issued_total";
 /// Failed-validation counter name.
 pub const VALIDATION_FAILURES: &str = "flyteauth_token_validation_failures_total";
+/// Counter: sign-in attempts on the login page, by outcome.
+pub const LOGINS: &str = "flyteauth_logins_total";
+/// Counter: revocations, by what was revoked.
+pub const REVOCATIONS: &str = "flyteauth_revocations_total";
 
 /// `route` label of requests that matched no route, so unknown paths cannot add label values.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -96,6 +100,8 @@ fn describe() {
     );
     metrics::describe_counter!(TOKENS_ISSUED, "Token requests by grant type and outcome");
     metrics::describe_counter!(VALIDATION_FAILURES, "Rejected access tokens by reason");
+    metrics::describe_counter!(LOGINS, "Sign-in attempts on the login page by outcome");
+    metrics::describe_counter!(REVOCATIONS, "Revocations by what was revoked");
 }
 
 /// Installs the process-wide Prometheus recorder; later calls are no-ops.
@@ -149,6 +155,17 @@ pub async fn track(request: Request, next: Next) -> Response {
 /// `"invalid_client"`).
 pub fn token_issued(grant: &'static str, outcome: &'static str) {
     metrics::counter!(TOKENS_ISSUED, "grant" => grant, "outcome" => outcome).increment(1);
+}
+
+/// Counts one sign-in attempt on the login page (`outcome`: `success`, `wrong_password`, `unknown_user`,
+/// `disabled`).
+pub fn login(outcome: &'static str) {
+    metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
+}
+
+/// Counts one revocation (`what`: `access_token`, `refresh_family`, `reuse_detected`, `code_replay`).
+pub fn revoked(what: &'static str) {
+    metrics::counter!(REVOCATIONS, "what" => what).increment(1);
 }
 
 /// Counts one rejected access token (`reason`: a snake_case validation error).

@@ -105,7 +105,7 @@ macro_rules! metadata_wire {
             fn from_metadata(m: &ServerMetadata) -> Self {
                 Self {
                     issuer: m.issuer.clone(),
-                    authorization_endpoint: m.authorization_endpoint.clone().unwrap_or_default(),
+                    authorization_endpoint: m.authorization_endpoint.clone(),
                     token_endpoint: m.token_endpoint.clone(),
                     response_types_supported: m.response_types_supported.clone(),
                     scopes_supported: m.scopes_supported.clone(),

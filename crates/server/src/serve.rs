@@ -2,10 +2,12 @@
 
 use crate::embedded::{self, DefaultClient, EmbeddedError};
 use crate::state::{AppState, StateError};
+use crate::users::{self, FirstAdmin};
 use crate::{app, listener, tls};
 use flyteauth_core::clock::{Clock, SystemClock};
 use flyteauth_core::config::{AuthServerType, Config, ConfigError};
 use flyteauth_core::secrets::{AuthSecrets, SecretError, SecretSource, TOKEN_RSA_KEY};
+use flyteauth_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub enum StartupError {
     /// A feature the configuration asks for does not exist yet.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The first administrator account could not be created.
+    #[error("first administrator account: {0}")]
+    FirstAdmin(#[from] users::UserCommandError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -149,6 +154,19 @@ fn ensure_embedded_secrets(source: &SecretSource, dir: &Path) -> Result<(), Star
     Ok(())
 }
 
+/// Opens (and migrates) the database `prepared` names, as `serve` would: for operator commands.
+pub async fn open_store(prepared: &Prepared) -> Result<Arc<dyn Store>, StartupError> {
+    connect_store(&prepared.config, &prepared.data_dir).await
+}
+
+async fn connect_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn Store>, StartupError> {
+    let database_url = config.database.url(data_dir)?;
+    if database_url.starts_with("sqlite:") {
+        embedded::ensure_private_dir(data_dir)?;
+    }
+    Ok(flyteauth_store::connect(&database_url).await?)
+}
+
 /// A server ready to accept connections: state built, store open, TLS loaded.
 #[derive(Debug)]
 pub struct Server {
@@ -212,11 +230,7 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
         ensure_embedded_secrets(&source, source.secrets_prefix())?;
     }
     let secrets = AuthSecrets::load(&source, &config)?;
-    let database_url = config.database.url(&data_dir)?;
-    if database_url.starts_with("sqlite:") {
-        embedded::ensure_private_dir(&data_dir)?;
-    }
-    let store = flyteauth_store::connect(&database_url).await?;
+    let store = connect_store(&config, &data_dir).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let public_url = config.public_url().to_string();
     let public_url = public_url.trim_end_matches('/').to_owned();
@@ -232,6 +246,30 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
             DefaultClient::Existing { secret_file } => {
                 tracing::info!(client_id = embedded::DEFAULT_CLIENT_ID, secret_file = %secret_file.display(), "default client");
             }
+        }
+    }
+    let first_admin = &config.flyteauth.first_admin;
+    if embedded || first_admin.password_file.is_some() {
+        match users::ensure_first_admin(
+            store.as_ref(),
+            &first_admin.username,
+            first_admin.password_file.as_deref(),
+            clock.unix_now(),
+        )
+        .await?
+        {
+            FirstAdmin::Generated { username, password } => {
+                // Printed once, like the default client's banner; stored only as an argon2 hash.
+                println!(
+                    "\nflyteauth created the administrator account '{username}' with the password\n\n    {password}\n\n  \
+                     It is shown only now. Sign in at {public_url}/login; change it with\n  \
+                     flyteauth users set-password {username} --password-stdin\n"
+                );
+            }
+            FirstAdmin::FromFile { username } => {
+                tracing::info!(username, "created the first administrator account");
+            }
+            FirstAdmin::NotNeeded => {}
         }
     }
     if let Some(ca) = &ca_file {
@@ -257,6 +295,8 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
         ..listener::ServeOptions::default()
     };
     let state = AppState::new(config, secrets, store, clock)?;
+    let seq = crate::revocation_mirror::load(&state).await?;
+    tokio::spawn(crate::revocation_mirror::run(state.clone(), seq));
     Ok(Server {
         state,
         listen,

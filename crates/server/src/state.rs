@@ -1,6 +1,8 @@
 //! The state every handler shares, built once at start-up.
 
 use crate::error::ApiError;
+use crate::web::cookies::CookiePolicy;
+use crate::web::throttle::AddressThrottle;
 use bytes::Bytes;
 use flyteauth_core::clients::{Client, SecretHash};
 use flyteauth_core::clock::Clock;
@@ -78,6 +80,10 @@ pub struct Shared {
     pub grpc_header: HeaderName,
     /// The extra header HTTP callers may carry the token in.
     pub http_header: HeaderName,
+    /// How the browser routes write cookies.
+    pub cookies: CookiePolicy,
+    /// Failed logins per source address.
+    pub login_throttle: AddressThrottle,
 }
 
 impl std::fmt::Debug for Shared {
@@ -140,6 +146,12 @@ impl AppState {
             "auth.httpAuthorizationHeader",
             &config.auth.http_authorization_header,
         )?;
+        let cookies = CookiePolicy::from_config(&config);
+        let login = &config.flyteauth.login;
+        let login_throttle = AddressThrottle::new(
+            login.address_max_failures,
+            crate::web::session::duration_secs(login.address_window),
+        );
         Ok(Self(Arc::new(Shared {
             default_audience: issuer_url,
             config,
@@ -156,6 +168,8 @@ impl AppState {
             accepted_audiences,
             grpc_header,
             http_header,
+            cookies,
+            login_throttle,
         })))
     }
 

@@ -1,8 +1,12 @@
 //! The one place where errors become responses.
 //!
-//! Handlers return [`ApiError`]; this module turns it into an HTTP response (RFC 6749 JSON on
-//! `/oauth2/*`, RFC 6750 challenges on protected resources) or into a [`tonic::Status`], which
-//! the gRPC services return directly and the Connect layer maps to its JSON error form.
+//! One family of errors per kind of endpoint:
+//! - [`ApiError`] on `/oauth2/*` (RFC 6749 JSON) and protected resources (RFC 6750 challenges), and as a
+//!   [`tonic::Status`] on RPCs, which the gRPC services return directly and the Connect layer maps to its JSON
+//!   error form;
+//! - [`PageError`] on browser routes (login, authorize): an HTML page.
+//!
+//! HTTP statuses are decided here, not in core: [`oauth_status`] maps an RFC 6749 error code.
 //!
 //! UNAUTHENTICATED is reserved for missing, invalid or expired credentials: both Flyte SDKs start
 //! a (possibly browser) login when they see it, and the `flyte` SDK does the same for any message
@@ -10,9 +14,13 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flyteauth_core::grant::ClientAuthError;
 use flyteauth_core::oauth::{ErrorCode, OAuthError};
 use flyteauth_core::token::ValidationError;
 use serde::Serialize;
+
+mod page;
+pub use page::PageError;
 
 /// Why a request carried no usable credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +100,16 @@ impl ApiError {
     }
 }
 
+impl From<ClientAuthError> for ApiError {
+    fn from(e: ClientAuthError) -> Self {
+        match e {
+            // RFC 6749 §5.2: unreadable Basic credentials are a failed client authentication, with a challenge.
+            ClientAuthError::MalformedBasic => Self::ClientAuthentication { basic: true },
+            other => Self::OAuth(other.oauth_error()),
+        }
+    }
+}
+
 impl From<OAuthError> for ApiError {
     fn from(e: OAuthError) -> Self {
         Self::OAuth(e)
@@ -113,9 +131,20 @@ struct ResourceErrorBody<'a> {
     error_description: &'a str,
 }
 
+/// The HTTP status of an OAuth error response with `code`: 401 for `invalid_client` (RFC 6749 §5.2), 500 for
+/// `server_error`, 503 for `temporarily_unavailable`, 400 otherwise.
+pub fn oauth_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// Renders an RFC 6749 error response with the no-store headers the spec requires.
 pub fn oauth_error_response(code: ErrorCode, description: &str) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = oauth_status(code);
     let body = OAuthErrorBody {
         error: code.as_str(),
         error_description: description,
@@ -259,6 +288,23 @@ mod tests {
                 .to_str()
                 .unwrap_or_default();
             assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+
+    #[test]
+    fn oauth_codes_get_their_rfc_6749_statuses() {
+        for (code, status) in [
+            (ErrorCode::InvalidRequest, 400),
+            (ErrorCode::InvalidClient, 401),
+            (ErrorCode::InvalidGrant, 400),
+            (ErrorCode::UnauthorizedClient, 400),
+            (ErrorCode::UnsupportedGrantType, 400),
+            (ErrorCode::InvalidScope, 400),
+            (ErrorCode::InvalidTarget, 400),
+            (ErrorCode::ServerError, 500),
+            (ErrorCode::TemporarilyUnavailable, 503),
+        ] {
+            assert_eq!(oauth_status(code).as_u16(), status, "{code}");
         }
     }
 

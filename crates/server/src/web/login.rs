@@ -1,0 +1,387 @@
+//! `GET /login`, `POST /login` and `GET /logout`: the embedded identity provider's sign-in page.
+//!
+//! The form is CSRF-protected by a double-submit cookie; a wrong password and an unknown account get the same
+//! answer in about the same time; failures slow down per account (a lockout kept in the store, so every
+//! replica honours it) and per source address (in memory).
+
+use crate::audit::{self, Event};
+use crate::error::PageError;
+use crate::form;
+use crate::opaque;
+use crate::state::AppState;
+use crate::web::cookies::{self, CSRF_COOKIE};
+use crate::web::pages::{self, LoginForm};
+use crate::web::session;
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flyteauth_core::password::{equalize_timing_for_unknown_user, verify_password};
+use flyteauth_core::users::normalize_username;
+use std::net::SocketAddr;
+
+/// Largest login form accepted.
+pub const MAX_LOGIN_FORM_BYTES: usize = 16 * 1024;
+
+/// How long the CSRF cookie of a login form lives.
+const CSRF_COOKIE_SECS: u64 = 3600;
+
+const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
+
+/// Accepts `target` as the place to continue to after login only if it is a path on this server: one leading
+/// slash, no scheme, no `//host`, no backslash, no encoded slash or backslash, no control characters.
+pub fn safe_return_to(target: &str) -> Option<&str> {
+    // Only the path can steer a browser to another host; the query may carry anything, encoded.
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    let bytes = path.as_bytes();
+    let ok = target.len() <= 4096
+        && bytes.first() == Some(&b'/')
+        && bytes.get(1).is_none_or(|b| *b != b'/' && *b != b'\\')
+        && !target.contains('\\')
+        && !target.chars().any(char::is_control)
+        && !lower.contains("%2f")
+        && !lower.contains("%5c")
+        && !lower.contains("%2e")
+        && !path.contains("/..");
+    ok.then_some(target)
+}
+
+/// The client id of an authorize request we are to continue to, for the page's "to continue to" line.
+fn client_of(return_to: &str) -> Option<String> {
+    let query = return_to
+        .strip_prefix(flyteauth_core::metadata::AUTHORIZE_PATH)?
+        .strip_prefix('?')?;
+    let params = form::parse(query.as_bytes()).ok()?;
+    params
+        .get("client_id")
+        .map(|c| audit::printable(c))
+        .filter(|c| !c.is_empty())
+}
+
+/// Whole minutes, rounded up, of a positive number of seconds.
+fn minutes_from(secs: i64) -> i64 {
+    secs.saturating_add(59) / 60
+}
+
+/// `GET /login[?return_to=/path]`.
+pub async fn show(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let params = form::parse(query.unwrap_or_default().as_bytes()).map_err(|e| {
+        PageError::bad_request(
+            "Sign-in request refused",
+            format!("The address is malformed: {e}."),
+        )
+    })?;
+    let return_to = params
+        .get("return_to")
+        .and_then(|t| safe_return_to(t))
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(logged_in) = session::current(&state, &headers).await? {
+        if !return_to.is_empty() {
+            return Ok(see_other(&return_to, None));
+        }
+        let html = pages::notice_page(
+            "Signed in",
+            &format!("You are signed in as {}.", logged_in.user.username),
+        );
+        return Ok(pages::html_response(StatusCode::OK, html));
+    }
+    Ok(form_page(
+        &state,
+        &headers,
+        &return_to,
+        "",
+        None,
+        StatusCode::OK,
+    ))
+}
+
+/// Renders the login form, reusing the CSRF cookie if the browser has one.
+fn form_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let existing = cookies::read(headers, CSRF_COOKIE).map(str::to_owned);
+    let csrf = existing.clone().unwrap_or_else(opaque::new_token);
+    let client = client_of(return_to);
+    let html = pages::login_page(&LoginForm {
+        username,
+        return_to,
+        csrf_token: &csrf,
+        error,
+        client: client.as_deref(),
+    });
+    let mut response = pages::html_response(status, html);
+    if existing.is_none()
+        && let Some(cookie) = state.cookies.set(CSRF_COOKIE, &csrf, CSRF_COOKIE_SECS)
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn see_other(location: &str, cookie: Option<HeaderValue>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /login`.
+pub async fn submit(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, PageError> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let body = body.map_err(|r| PageError {
+        status: r.status(),
+        ..PageError::bad_request(
+            "Sign-in request refused",
+            "The form could not be read or is too large.",
+        )
+    })?;
+    let params = form::parse(&body).map_err(|e| {
+        PageError::bad_request(
+            "Sign-in request refused",
+            format!("The form is malformed: {e}."),
+        )
+    })?;
+    let field = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+    let return_to = safe_return_to(field("return_to")).unwrap_or_default();
+    let typed_name = field("username");
+
+    if !cookies::csrf_matches(
+        cookies::read(&headers, CSRF_COOKIE),
+        params.get("csrf_token").map(String::as_str),
+    ) {
+        // Usually a form left open past its cookie's lifetime: show a fresh one rather than a dead end.
+        return Ok(form_page(
+            &state,
+            &HeaderMap::new(),
+            return_to,
+            &audit::printable(typed_name),
+            Some("This sign-in form has expired. Please sign in again."),
+            StatusCode::FORBIDDEN,
+        ));
+    }
+
+    let now = state.clock.unix_now();
+    if let Some(ip) = peer.map(|p| p.ip())
+        && let Some(wait) = state.login_throttle.blocked_for(ip, now)
+    {
+        return Err(PageError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            title: "Too many sign-in attempts".into(),
+            message: "Too many failed sign-in attempts came from your network address.".into(),
+            hint: Some(format!("Try again in {} minute(s).", minutes_from(wait)).into()),
+            retry_after: u64::try_from(wait).ok(),
+        });
+    }
+
+    let password = field("password").to_owned();
+    let username = normalize_username(typed_name).ok();
+    let user = match &username {
+        Some(name) => state
+            .store
+            .get_user(name)
+            .await
+            .map_err(PageError::internal)?,
+        None => None,
+    };
+    let login = &state.config.flyteauth.login;
+
+    if let Some(user) = &user
+        && user.locked_until > now
+    {
+        audit::record(
+            &state,
+            Event {
+                kind: "login.locked_out",
+                client_id: "",
+                subject: &user.subject,
+                outcome: "failure",
+                peer,
+                detail: serde_json::json!({"username": user.username}),
+            },
+        )
+        .await;
+        let minutes = minutes_from(user.locked_until - now);
+        return Ok(form_page(
+            &state,
+            &headers,
+            return_to,
+            &user.username,
+            Some(&format!(
+                "Too many failed sign-in attempts. This account is locked for {minutes} more minute(s)."
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
+    }
+
+    // argon2 is deliberately slow: keep it off the async workers.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => verify_password(&hash, &password),
+        None => {
+            equalize_timing_for_unknown_user(&password);
+            false
+        }
+    })
+    .await
+    .map_err(PageError::internal)?;
+
+    match user {
+        Some(user) if verified && !user.disabled => {
+            state
+                .store
+                .record_login_success(&user.username, now)
+                .await
+                .map_err(PageError::internal)?;
+            let cookie = session::start(&state, &user).await?;
+            audit::record(
+                &state,
+                Event {
+                    kind: "login.succeeded",
+                    client_id: "",
+                    subject: &user.subject,
+                    outcome: "success",
+                    peer,
+                    detail: serde_json::json!({"username": user.username}),
+                },
+            )
+            .await;
+            crate::metrics::login("success");
+            if return_to.is_empty() {
+                let html = pages::notice_page(
+                    "Signed in",
+                    &format!("You are signed in as {}.", user.username),
+                );
+                let mut response = pages::html_response(StatusCode::OK, html);
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+                return Ok(response);
+            }
+            Ok(see_other(return_to, Some(cookie)))
+        }
+        user => {
+            if let Some(ip) = peer.map(|p| p.ip()) {
+                state.login_throttle.failed(ip, now);
+            }
+            let (subject, reason) = match &user {
+                Some(u) if u.disabled => (u.subject.as_str(), "disabled"),
+                Some(u) => (u.subject.as_str(), "wrong_password"),
+                None => ("", "unknown_user"),
+            };
+            if let Some(u) = &user {
+                state
+                    .store
+                    .record_login_failure(
+                        &u.username,
+                        now,
+                        login.max_failures,
+                        session::duration_secs(login.lockout_duration),
+                    )
+                    .await
+                    .map_err(PageError::internal)?;
+            }
+            audit::record(&state, Event {
+                kind: "login.failed",
+                client_id: "",
+                subject,
+                outcome: "failure",
+                peer,
+                detail: serde_json::json!({"username": audit::printable(typed_name), "reason": reason}),
+            })
+            .await;
+            crate::metrics::login(reason);
+            Ok(form_page(
+                &state,
+                &headers,
+                return_to,
+                &audit::printable(typed_name),
+                Some(WRONG_CREDENTIALS),
+                StatusCode::UNAUTHORIZED,
+            ))
+        }
+    }
+}
+
+/// `GET /logout`: ends the session and says so.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let cookie = session::end(&state, &headers).await?;
+    let mut response = pages::html_response(
+        StatusCode::OK,
+        pages::notice_page("Signed out", "You are signed out."),
+    );
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_accepts_only_local_paths() {
+        for ok in [
+            "/",
+            "/oauth2/authorize?client_id=flytectl&state=a%20b",
+            "/oauth2/authorize?redirect_uri=http%3A%2F%2Flocalhost%3A53593%2Fcallback",
+            "/console",
+        ] {
+            assert_eq!(safe_return_to(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "//evil.example.com",
+            "/\\evil.example.com",
+            "\\\\evil",
+            "https://evil.example.com",
+            "evil.example.com",
+            "/%2F%2Fevil.example.com",
+            "/%2fevil",
+            "/%5cevil",
+            "/a\\b",
+            "/a\nb",
+            "/../x",
+            "/%2e%2e/x",
+            "/a?x=\\",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_return_to(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_of_reads_the_authorize_request() {
+        assert_eq!(
+            client_of("/oauth2/authorize?client_id=flytectl&x=1").as_deref(),
+            Some("flytectl")
+        );
+        assert_eq!(client_of("/other?client_id=flytectl"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! The browser side of the server: the login page and its session cookie.
+//!
+//! - [`pages`]: the HTML a person sees;
+//! - [`cookies`]: cookie names, attributes and parsing;
+//! - [`session`]: login sessions (cookie ↔ store);
+//! - [`login`]: `GET`/`POST /login`, `GET /logout`;
+//! - [`throttle`]: the per-address slow-down of password guessing.
+
+pub mod cookies;
+pub mod login;
+pub mod pages;
+pub mod session;
+pub mod throttle;
