@@ -1,25 +1,38 @@
-"""pytest fixtures: one flyteauth server per test module (see flyteauth_harness)."""
+"""pytest fixtures: one flyteauth server per test module (see flyteauth_harness).
+
+A failing test's report carries the log of every server it used and of every scripted person it
+registered (`request.node.scripted_persons`, see `new_person`).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
-from flyteauth_harness import Server, start_server
+from flyteauth_harness import LocalUser, Server, alice, start_embedded_server, start_server
+from login_harness import ScriptedPerson
+
+# Refresh-token reuse grace of the login server: short, so a test can outwait it.
+LOGIN_REFRESH_REUSE_GRACE = "1s"
 
 
-def _server_fixture(tmp_path_factory: pytest.TempPathFactory, tls: bool) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("flyteauth-tls" if tls else "flyteauth")
-    server = start_server(workdir, tls=tls)
+def _serving(workdir: Path, start: Callable[[], Server]) -> Iterator[Server]:
+    server = start()
     try:
         yield server
     finally:
         server.stop()
         if os.environ.get("FLYTEAUTH_KEEP_TEST_DIRS") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _server_fixture(tmp_path_factory: pytest.TempPathFactory, tls: bool) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("flyteauth-tls" if tls else "flyteauth")
+    yield from _serving(workdir, lambda: start_server(workdir, tls=tls))
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +47,36 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from _server_fixture(tmp_path_factory, tls=True)
 
 
+@pytest.fixture(scope="module")
+def alice_user() -> LocalUser:
+    """alice (alice@example.com, "Alice Example") with a random 20-character password."""
+    return alice()
+
+
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server]:
+    """A plaintext flyteauth from a configuration file, with the local account alice created through
+    `flyteauth users add --config FILE` and `flyteauth.refreshTokenReuseGrace` of 1s."""
+    workdir = tmp_path_factory.mktemp("flyteauth-login")
+    yield from _serving(
+        workdir,
+        lambda: start_server(
+            workdir,
+            tls=False,
+            users=[alice_user],
+            extensions={"refreshTokenReuseGrace": LOGIN_REFRESH_REUSE_GRACE},
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def embedded_tls_login_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server]:
+    """The embedded default (`serve --data-dir DIR --self-signed-tls`, no configuration file), with alice
+    created through `flyteauth users add --data-dir DIR`."""
+    workdir = tmp_path_factory.mktemp("flyteauth-embedded-tls")
+    yield from _serving(workdir, lambda: start_embedded_server(workdir, tls=True, users=[alice_user]))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -42,3 +85,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, Server):
                 report.sections.append((f"flyteauth server log ({value.log_path})", value.log_text()))
+        for person in getattr(item, "scripted_persons", []):
+            if isinstance(person, ScriptedPerson):
+                report.sections.append((f"scripted person log ({person.log_path})", person.log_text()))
+
+
+@pytest.fixture
+def new_person(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ScriptedPerson]:
+    """Makes a scripted person for this test whose log is attached to the report when the test fails."""
+    made: list[ScriptedPerson] = []
+    request.node.scripted_persons = made
+
+    def make(user: LocalUser, *, ca_file: Path | None = None, wrong_password_first: bool = False) -> ScriptedPerson:
+        person = ScriptedPerson(
+            tmp_path / f"person-{len(made)}", user, ca_file=ca_file, wrong_password_first=wrong_password_first
+        )
+        made.append(person)
+        return person
+
+    return make

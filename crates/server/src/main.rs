@@ -183,6 +183,7 @@ async fn users_command(target: StoreArgs, command: UsersCommand) -> anyhow::Resu
         ..ServeOptions::default()
     })?;
     let store = serve::open_store(&prepared).await?;
+    let lifetime = users::token_lifetime_secs(&prepared.config);
     let now = flyteauth_core::clock::Clock::unix_now(&flyteauth_core::clock::SystemClock);
     match command {
         UsersCommand::Add {
@@ -223,11 +224,11 @@ async fn users_command(target: StoreArgs, command: UsersCommand) -> anyhow::Resu
             }
         }
         UsersCommand::Disable { name } => {
-            users::set_disabled(store.as_ref(), &name, true, now).await?;
+            users::set_disabled(store.as_ref(), &name, true, now, lifetime).await?;
             println!("disabled user {}", name.trim().to_lowercase());
         }
         UsersCommand::Enable { name } => {
-            users::set_disabled(store.as_ref(), &name, false, now).await?;
+            users::set_disabled(store.as_ref(), &name, false, now, lifetime).await?;
             println!("enabled user {}", name.trim().to_lowercase());
         }
         UsersCommand::SetPassword { name, password } => {

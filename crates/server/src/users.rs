@@ -6,7 +6,7 @@
 
 use flyteauth_core::password::{check_new_password, hash_password};
 use flyteauth_core::users::{new_subject, normalize_username};
-use flyteauth_store::{NewUser, Store, StoreError, UserRecord};
+use flyteauth_store::{NewUser, Revocation, RevocationKind, Store, StoreError, UserRecord};
 use std::path::PathBuf;
 
 /// Why a user command failed; each message is one line naming what to fix.
@@ -151,21 +151,45 @@ pub async fn set_password(
     }
 }
 
-/// Disables or re-enables an account; disabling also ends its browser sessions.
+/// Disables or re-enables an account. Disabling ends its browser sessions and refresh families and revokes
+/// every access token issued to it so far; the revocation is kept `token_lifetime_secs` (the access-token
+/// lifetime plus the validation leeway), after which no such token is valid anyway. Every replica applies it
+/// within its revocation poll interval.
 pub async fn set_disabled(
     store: &dyn Store,
     name: &str,
     disabled: bool,
     now: i64,
+    token_lifetime_secs: i64,
 ) -> Result<(), UserCommandError> {
     let username = normalize_username(name)?;
+    let Some(user) = store.get_user(&username).await? else {
+        return Err(UserCommandError::NoSuchUser(username));
+    };
     if !store.set_disabled(&username, disabled, now).await? {
         return Err(UserCommandError::NoSuchUser(username));
     }
     if disabled {
         store.delete_user_sessions(&username).await?;
+        store.revoke_user_families(&user.subject, now).await?;
+        store
+            .revoke(&Revocation {
+                kind: RevocationKind::User,
+                token_id: user.subject.clone(),
+                expires_at: now.saturating_add(token_lifetime_secs),
+                reason: "user.disabled".to_owned(),
+                revoked_at: now,
+            })
+            .await?;
     }
     Ok(())
+}
+
+/// How long a revocation must outlive `now` to cover every access token issued under `config`.
+pub fn token_lifetime_secs(config: &flyteauth_core::config::Config) -> i64 {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    secs(config.auth.app_auth.self_auth_server.access_token_lifespan)
+        .saturating_add(secs(config.flyteauth.token_leeway))
 }
 
 /// Every account, in user-name order.
