@@ -705,3 +705,93 @@ async fn a_revocation_reaches_another_replica_within_five_seconds() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_input_never_gets_a_500_and_always_its_family_error_form() {
+    let server = server_with_alice().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let long = "a".repeat(70_000);
+    let queries = [
+        "",
+        "client_id=flytectl&client_id=flyte-cli",
+        "client_id=%ff%fe",
+        "client_id=flytectl&redirect_uri=%zz",
+        "client_id=\u{0}",
+        &format!("client_id=flytectl&state={}", &long[..9000]),
+        "response_type=code",
+        "client_id=flytectl&redirect_uri=javascript:alert(1)",
+    ];
+    for q in queries {
+        let response = http
+            .get(server.url(&format!("/oauth2/authorize?{q}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "authorize {q:.60}: {status}");
+        let ct = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(ct.starts_with("text/html"), "authorize {q:.60}: {ct}");
+    }
+    let bodies: [&[u8]; 6] = [
+        b"",
+        b"\xff\xfe",
+        b"username=a&username=b",
+        b"csrf_token=&return_to=//evil.example.com",
+        b"%",
+        b"password=x",
+    ];
+    for body in bodies {
+        for path in [
+            "/login",
+            "/oauth2/token",
+            "/oauth2/revoke",
+            "/oauth2/introspect",
+        ] {
+            let response = http
+                .post(server.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!((400..500).contains(&status), "{path} {body:?}: {status}");
+            let ct = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let want = if path == "/login" {
+                "text/html"
+            } else {
+                "application/json"
+            };
+            assert!(ct.starts_with(want), "{path} {body:?}: {ct}");
+        }
+    }
+    let response = http
+        .post(server.url("/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=authorization_code&client_id=flytectl&code={long}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413, "oversized token request");
+    for token in ["", "a.b.c", &long[..5000]] {
+        let response = http
+            .get(server.url("/oauth2/userinfo"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "userinfo {token:.20}");
+    }
+    server.stop().await;
+}

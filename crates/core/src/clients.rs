@@ -9,7 +9,7 @@ use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::config::SelfAuthServerConfig;
+use crate::config::{FlyteClientConfig, SelfAuthServerConfig};
 
 /// Why a client or a secret hash is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,6 +190,44 @@ pub fn static_clients(cfg: &SelfAuthServerConfig) -> Result<Vec<Client>, ClientE
             })
         })
         .collect()
+}
+
+/// Makes sure the public client the SDKs are told to log in with (`thirdPartyConfig.flyteClient`) can do so:
+/// when no static client has its id, it becomes a public client of its own (authorization code + refresh, its
+/// redirect URI and scopes); when a static client has that id but not its redirect URI, the URI is registered
+/// on it. Returns a sentence describing what was added, for the start-up log.
+pub fn ensure_flyte_client(clients: &mut Vec<Client>, fc: &FlyteClientConfig) -> Option<String> {
+    let id = fc.client_id.trim();
+    let redirect = fc.redirect_uri.trim();
+    if id.is_empty() || redirect.is_empty() {
+        return None;
+    }
+    match clients.iter_mut().find(|c| c.id == id) {
+        Some(client) if client.redirect_uris.iter().any(|r| r == redirect) => None,
+        Some(client) => {
+            client.redirect_uris.push(redirect.to_owned());
+            Some(format!(
+                "registered thirdPartyConfig.flyteClient.redirectUri {redirect:?} on static client {id:?}"
+            ))
+        }
+        None => {
+            clients.push(Client {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                secret: None,
+                grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+                scopes: fc.scopes.clone(),
+                audience: Some(fc.audience.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .into_iter()
+                    .collect(),
+                redirect_uris: vec![redirect.to_owned()],
+            });
+            Some(format!(
+                "added public client {id:?} from thirdPartyConfig.flyteClient (no static client has that id)"
+            ))
+        }
+    }
 }
 
 /// Decodes a configured `client_secret` (standard base64 of a bcrypt hash, as flyteadmin expects) into the bcrypt

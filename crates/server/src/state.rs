@@ -130,7 +130,14 @@ impl AppState {
             config.flyteauth.token_leeway,
             clock.clone(),
         );
-        let static_clients = flyteauth_core::clients::static_clients(self_server)?
+        let mut static_clients = flyteauth_core::clients::static_clients(self_server)?;
+        if let Some(note) = flyteauth_core::clients::ensure_flyte_client(
+            &mut static_clients,
+            &config.auth.app_auth.third_party_config.flyte_client,
+        ) {
+            tracing::info!("{note}");
+        }
+        let static_clients = static_clients
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();

@@ -5,8 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::*;
 use crate::config::{
-    Config, PLACEHOLDER_SECRET_HASH, PLACEHOLDER_SECRET_HASH_B64, SelfAuthServerConfig,
-    StaticClient,
+    Config, FlyteClientConfig, PLACEHOLDER_SECRET_HASH, PLACEHOLDER_SECRET_HASH_B64,
+    SelfAuthServerConfig, StaticClient,
 };
 
 #[test]
@@ -223,4 +223,39 @@ fn every_bcrypt_version_prefix_verifies() {
         let decoded = decode_config_secret(&wrapped).unwrap();
         assert!(SecretHash::Bcrypt(decoded).verify("pw"), "{hash}");
     }
+}
+
+#[test]
+fn flyte_client_is_made_able_to_log_in() {
+    let fc = FlyteClientConfig {
+        client_id: "my-cli".into(),
+        redirect_uri: "http://localhost:53593/callback".into(),
+        scopes: vec!["all".into(), "offline".into()],
+        audience: String::new(),
+    };
+    let mut clients = static_clients(&SelfAuthServerConfig::default()).unwrap();
+    assert!(ensure_flyte_client(&mut clients, &fc).is_some());
+    let added = clients.iter().find(|c| c.id == "my-cli").unwrap();
+    assert!(added.is_public());
+    assert!(added.allows_grant("authorization_code") && added.allows_grant("refresh_token"));
+    assert_eq!(added.redirect_uris, ["http://localhost:53593/callback"]);
+    assert_eq!(ensure_flyte_client(&mut clients, &fc), None, "idempotent");
+
+    let fc = FlyteClientConfig {
+        client_id: "flytectl".into(),
+        redirect_uri: "http://localhost:8765/cb".into(),
+        ..FlyteClientConfig::default()
+    };
+    assert!(ensure_flyte_client(&mut clients, &fc).is_some());
+    let flytectl = clients.iter().find(|c| c.id == "flytectl").unwrap();
+    assert!(
+        flytectl
+            .redirect_uris
+            .iter()
+            .any(|r| r == "http://localhost:8765/cb")
+    );
+    assert_eq!(
+        ensure_flyte_client(&mut clients, &FlyteClientConfig::default()),
+        None
+    );
 }
