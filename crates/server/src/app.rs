@@ -59,6 +59,7 @@ fn web_routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(web::login::MAX_LOGIN_FORM_BYTES)),
         )
         .route("/logout", get(web::login::logout))
+        .route("/", get(web::login::home))
 }
 
 /// flyteadmin's HTTP forms of the Flyte services.

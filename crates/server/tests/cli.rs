@@ -366,3 +366,779 @@ fn logs_never_contain_secrets_or_tokens() {
     let signature = access.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "log leaks a token signature");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Local accounts: `flyteauth users …`, the first administrator account, and signing in through `/login`.
+// ---------------------------------------------------------------------------------------------------------
+
+const ADMIN_BANNER: &str = "flyteauth created the administrator account 'admin' with the password";
+
+/// Runs `command` with `stdin` (none: an empty standard input), bounded in time; a hung child is killed.
+fn run_bounded(mut command: Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        // The child may refuse its arguments before reading anything; a broken pipe is its answer, not ours.
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `flyteauth users --data-dir DATA ARGS`, with `stdin`. (The flag goes first so that ARGS may end in `-- NAME`.)
+fn users(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(["users", "--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .env_remove("FLYTEAUTH_CONFIG")
+        .env_remove("FLYTEAUTH_DATA_DIR");
+    run_bounded(command, stdin)
+}
+
+/// Like [`users`], but the command must succeed.
+fn users_ok(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = users(data, args, stdin);
+    assert!(
+        out.status.success(),
+        "users {args:?} failed with {}: {}",
+        out.status,
+        stderr(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The command failed with exit status 1 and exactly one line on stderr, `flyteauth: …` containing `needle`.
+fn assert_one_line_failure(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("flyteauth: "), "{err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+/// One row of `users list`.
+#[derive(Debug, PartialEq, Eq)]
+struct Row {
+    name: String,
+    status: String,
+    admin: String,
+    email: String,
+}
+
+/// The rows of `users list` (its header skipped).
+fn list_users(data: &Path) -> Vec<Row> {
+    let stdout = users_ok(data, &["list"], None);
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["name", "subject", "status", "admin", "email"],
+        "{stdout}"
+    );
+    lines
+        .map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert!((4..=5).contains(&cols.len()), "{line:?}");
+            Row {
+                name: cols[0].to_owned(),
+                status: cols[2].to_owned(),
+                admin: cols[3].to_owned(),
+                email: cols.get(4).copied().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// A `serve` child that is killed if the test fails before stopping it.
+struct Running {
+    child: Option<Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `command` with its stdout read line by line in the background.
+    fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().unwrap()
+    }
+
+    /// The next line of stdout, waiting at most until `deadline`.
+    fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = self.lines.recv_timeout(wait).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads stdout until the first-admin banner and returns the password printed under it.
+    fn admin_password(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let Some(line) = self.next_line(deadline) else {
+                panic!(
+                    "no admin banner within 30 s; stdout so far: {:?}",
+                    self.seen
+                );
+            };
+            if line.contains(ADMIN_BANNER) {
+                break;
+            }
+        }
+        loop {
+            let Some(line) = self.next_line(deadline) else {
+                panic!("no password under the banner: {:?}", self.seen);
+            };
+            if !line.trim().is_empty() {
+                assert!(
+                    line.starts_with("    ") && !line.trim().contains(' '),
+                    "the password is alone on an indented line: {line:?}"
+                );
+                return line.trim().to_owned();
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status and everything the server printed on stdout.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().unwrap();
+        let (status, _) = terminate(child);
+        // The pipe closed when the process exited; drain what the reader thread still holds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(_line) = self.next_line(deadline) {}
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client that shows redirects instead of following them.
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` among the response's `Set-Cookie` headers.
+fn set_cookie(response: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The `value` of the hidden input `name` of an HTML form.
+fn hidden_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let len = html[start..].find('"')?;
+    Some(html[start..start + len].to_owned())
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Signs in through the real login page as a browser does: GET /login for the CSRF token and cookie, then POST
+/// the form with its hidden fields.
+fn login(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    login_to(client, base, username, password, None)
+}
+
+/// Like [`login`]; with `Some(return_to)` the page is asked for with `?return_to=` and the form must echo it.
+fn login_to(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    return_to: Option<&str>,
+) -> reqwest::blocking::Response {
+    let url = match return_to {
+        Some(target) => format!("{base}/login?{}", form_encode(&[("return_to", target)])),
+        None => format!("{base}/login"),
+    };
+    let page = client.get(url).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf_cookie = set_cookie(&page, "flyteauth_csrf").expect("a flyteauth_csrf cookie");
+    let html = page.text().unwrap();
+    let csrf_token = hidden_input(&html, "csrf_token").expect("a csrf_token field");
+    assert_eq!(
+        csrf_token, csrf_cookie,
+        "double-submit: the field echoes the cookie"
+    );
+    let form_return_to = hidden_input(&html, "return_to").expect("a return_to field");
+    assert_eq!(form_return_to, return_to.unwrap_or_default());
+    client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("flyteauth_csrf={csrf_cookie}"))
+        .body(form_encode(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf_token),
+            ("return_to", &form_return_to),
+        ]))
+        .send()
+        .unwrap()
+}
+
+/// The sign-in succeeded: a 200 "Signed in" page naming `username`, and a session cookie.
+fn assert_signed_in(response: reqwest::blocking::Response, username: &str) {
+    let status = response.status();
+    let session = set_cookie(&response, "flyteauth_session");
+    let html = response.text().unwrap();
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Signed in"), "{html}");
+    assert!(
+        html.contains(&format!("You are signed in as {username}.")),
+        "{html}"
+    );
+    assert!(
+        session.is_some_and(|s| !s.is_empty()),
+        "a flyteauth_session cookie"
+    );
+}
+
+/// The sign-in was refused with the login form again, status 401 and no session.
+fn assert_refused(response: reqwest::blocking::Response) {
+    let status = response.status();
+    let session = set_cookie(&response, "flyteauth_session");
+    let html = response.text().unwrap();
+    assert_eq!(status, 401, "{html}");
+    assert!(html.contains("Wrong user name or password."), "{html}");
+    assert!(session.is_none(), "no session after a refused sign-in");
+}
+
+#[test]
+fn users_add_and_list_refuse_duplicates_argv_passwords_short_passwords_and_hostile_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let password = "correct horse battery staple";
+
+    let out = users_ok(
+        &data,
+        &[
+            "add",
+            "Bob",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{password}\n")),
+    );
+    assert!(out.contains("created user bob"), "{out}");
+    assert_eq!(
+        list_users(&data),
+        [Row {
+            name: "bob".into(),
+            status: "active".into(),
+            admin: "no".into(),
+            email: "bob@example.com".into(),
+        }]
+    );
+    assert_eq!(mode(&data), 0o700, "the data directory is private");
+
+    // The same name again, in any case: one line naming the user, nothing added.
+    for name in ["bob", "BOB", " bob "] {
+        let out = users(&data, &["add", name, "--password-stdin"], Some(password));
+        assert_one_line_failure(&out, "a user named \"bob\" already exists");
+    }
+
+    // There is no way to put a password on the command line.
+    for args in [
+        &["add", "carol", "--password", "x"][..],
+        &["add", "carol", "--password", "correct horse battery staple"][..],
+        &[
+            "set-password",
+            "bob",
+            "--password",
+            "correct horse battery staple",
+        ][..],
+    ] {
+        let out = users(&data, args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "clap usage error: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("unexpected argument '--password'"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Nor no password at all, nor both sources at once.
+    let out = users(&data, &["add", "carol"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let out = users(
+        &data,
+        &[
+            "add",
+            "carol",
+            "--password-stdin",
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+        Some(password),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Unacceptable passwords: one line each.
+    let out = users(
+        &data,
+        &["add", "carol", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_one_line_failure(&out, "the password must be at least 12 characters long");
+    let out = users(
+        &data,
+        &["add", "carol", "--password-stdin"],
+        Some(&"x".repeat(1025)),
+    );
+    assert_one_line_failure(&out, "the password must be at most 1024 characters long");
+    let out = users(
+        &data,
+        &["add", "carol", "--password-stdin"],
+        Some("tab\tin the middle of it\n"),
+    );
+    assert_one_line_failure(&out, "control characters");
+    let out = users(&data, &["add", "carol", "--password-stdin"], Some(""));
+    assert_one_line_failure(&out, "cannot read the password from standard input");
+    let out = users(&data, &["add", "carol", "--password-stdin"], Some("\n"));
+    assert_one_line_failure(&out, "cannot read the password from standard input");
+    let missing = dir.path().join("no-such-password-file");
+    let out = users(
+        &data,
+        &["add", "carol", "--password-file", missing.to_str().unwrap()],
+        None,
+    );
+    assert_one_line_failure(&out, missing.to_str().unwrap());
+
+    // Hostile names: one line, exit 1, no panic, nothing added.
+    for (name, needle) in [
+        (
+            "bob'; DROP TABLE users;--",
+            "the user name may only contain",
+        ),
+        ("bob\nadmin", "the user name may only contain"),
+        (
+            "bob\r\nflyteauth: created user admin",
+            "the user name may only contain",
+        ),
+        ("bob smith", "the user name may only contain"),
+        ("-bob", "the user name must start with a letter or a digit"),
+        (".bob", "the user name must start with a letter or a digit"),
+        ("", "the user name must not be empty"),
+        ("   ", "the user name must not be empty"),
+        (&"a".repeat(65), "at most 64 characters"),
+        ("bøb", "the user name may only contain"),
+    ] {
+        // `--` lets a name that looks like a flag through clap, so the name rule is what refuses it.
+        let out = users(
+            &data,
+            &["add", "--password-stdin", "--", name],
+            Some(password),
+        );
+        assert_one_line_failure(&out, needle);
+        let err = stderr(&out);
+        assert!(
+            !err.contains("DROP TABLE"),
+            "the hostile text is not echoed: {err}"
+        );
+    }
+    // Without `--`, a name that looks like a flag is clap's usage error.
+    let out = users(&data, &["add", "-rf", "--password-stdin"], Some(password));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(list_users(&data).len(), 1, "nothing was added");
+
+    // A name at the limit and every allowed character are fine; the password file's first line is the password.
+    let long = "a".repeat(64);
+    users_ok(
+        &data,
+        &["add", &long, "--password-file", file.to_str().unwrap()],
+        None,
+    );
+    users_ok(
+        &data,
+        &[
+            "add",
+            "Ada.Lovelace_1@example-host.com",
+            "--admin",
+            "--password-stdin",
+        ],
+        Some(password),
+    );
+    let rows = list_users(&data);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [long.as_str(), "ada.lovelace_1@example-host.com", "bob"]
+    );
+    assert_eq!(rows[1].admin, "yes");
+    assert!(rows.iter().all(|r| r.status == "active"), "{rows:?}");
+}
+
+#[test]
+fn users_disable_enable_and_set_password_need_an_existing_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let password = "correct horse battery staple";
+    let file = dir.path().join("new-password");
+    std::fs::write(&file, "another long password\nsecond line is ignored\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    // On an empty installation, and for a name that normalizes to a missing one.
+    for name in ["nobody", "NoBody"] {
+        let out = users(&data, &["disable", name], None);
+        assert_one_line_failure(&out, "there is no user named \"nobody\"");
+        let out = users(&data, &["enable", name], None);
+        assert_one_line_failure(&out, "there is no user named \"nobody\"");
+        let out = users(
+            &data,
+            &["set-password", name, "--password-stdin"],
+            Some(password),
+        );
+        assert_one_line_failure(&out, "there is no user named \"nobody\"");
+        let out = users(
+            &data,
+            &["set-password", name, "--password-file", file],
+            None,
+        );
+        assert_one_line_failure(&out, "there is no user named \"nobody\"");
+    }
+    // A hostile name is refused as a name, not looked up.
+    let out = users(&data, &["disable", "x' OR '1'='1"], None);
+    assert_one_line_failure(&out, "the user name may only contain");
+
+    users_ok(&data, &["add", "dave", "--password-stdin"], Some(password));
+    users_ok(&data, &["add", "erin", "--password-stdin"], Some(password));
+    let status = |data: &Path| -> Vec<(String, String)> {
+        list_users(data)
+            .into_iter()
+            .map(|r| (r.name, r.status))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+
+    let out = users_ok(&data, &["disable", "Dave"], None);
+    assert!(out.contains("disabled user dave"), "{out}");
+    assert_eq!(
+        status(&data),
+        [pair("dave", "disabled"), pair("erin", "active")]
+    );
+    // Disabling twice is harmless.
+    users_ok(&data, &["disable", "dave"], None);
+    assert_eq!(
+        status(&data),
+        [pair("dave", "disabled"), pair("erin", "active")]
+    );
+
+    let out = users_ok(&data, &["enable", "dave"], None);
+    assert!(out.contains("enabled user dave"), "{out}");
+    assert_eq!(
+        status(&data),
+        [pair("dave", "active"), pair("erin", "active")]
+    );
+
+    let out = users_ok(
+        &data,
+        &["set-password", "DAVE", "--password-file", file],
+        None,
+    );
+    assert!(out.contains("changed the password of user dave"), "{out}");
+    users_ok(
+        &data,
+        &["set-password", "erin", "--password-stdin"],
+        Some("a third long password\n"),
+    );
+    // set-password checks the new password like add does.
+    let out = users(
+        &data,
+        &["set-password", "dave", "--password-stdin"],
+        Some("short"),
+    );
+    assert_one_line_failure(&out, "at least 12 characters");
+    assert_eq!(
+        status(&data),
+        [pair("dave", "active"), pair("erin", "active")]
+    );
+}
+
+#[test]
+fn embedded_default_prints_the_admin_password_once_and_it_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+
+    let mut server = Running::start(serve_command(&data, port, &[]));
+    let password = server.admin_password();
+    assert!(password.len() >= 12, "{password:?}");
+    wait_healthy(server.child(), &format!("{base}/healthz"), &client);
+
+    assert_refused(login(&client, &base, "admin", &format!("{password}x")));
+    assert_refused(login(&client, &base, "admin", "not the password at all"));
+    assert_refused(login(&client, &base, "nobody", &password));
+    assert_signed_in(login(&client, &base, "admin", &password), "admin");
+    // The name is case-insensitive, like the commands.
+    assert_signed_in(login(&client, &base, "Admin", &password), "admin");
+    // With a place to continue to, the sign-in sends the browser there with its session.
+    let redirected = login_to(&client, &base, "admin", &password, Some("/"));
+    assert_eq!(redirected.status(), 303);
+    assert_eq!(redirected.headers()["location"], "/");
+    assert!(set_cookie(&redirected, "flyteauth_session").is_some_and(|s| !s.is_empty()));
+
+    // A form without the matching CSRF cookie is refused even with the right password.
+    let page = client.get(format!("{base}/login")).send().unwrap();
+    let token = hidden_input(&page.text().unwrap(), "csrf_token").unwrap();
+    let forged = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_encode(&[
+            ("username", "admin"),
+            ("password", &password),
+            ("csrf_token", &token),
+            ("return_to", "/"),
+        ]))
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(set_cookie(&forged, "flyteauth_session").is_none());
+
+    let (status, stdout) = server.stop();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    assert_eq!(
+        stdout.matches(&password).count(),
+        1,
+        "the password is printed exactly once: {stdout}"
+    );
+
+    // Second start on the same data directory: no banner, same single admin, same password.
+    let mut server = Running::start(serve_command(&data, port, &[]));
+    wait_healthy(server.child(), &format!("{base}/healthz"), &client);
+    assert_signed_in(login(&client, &base, "admin", &password), "admin");
+    let (status, stdout) = server.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        !stdout.contains("administrator account"),
+        "printed only once: {stdout}"
+    );
+    assert!(!stdout.contains(&password), "{stdout}");
+    assert_eq!(
+        list_users(&data),
+        [Row {
+            name: "admin".into(),
+            status: "active".into(),
+            admin: "yes".into(),
+            email: String::new(),
+        }]
+    );
+}
+
+#[test]
+fn users_commands_work_on_the_database_of_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+    let password = "carol's long password";
+
+    let mut server = Running::start(serve_command(&data, port, &[]));
+    let admin_password = server.admin_password();
+    wait_healthy(server.child(), &format!("{base}/healthz"), &client);
+
+    // Before the account exists the server refuses it.
+    assert_refused(login(&client, &base, "carol", password));
+    let out = users_ok(&data, &["add", "carol", "--password-stdin"], Some(password));
+    assert!(out.contains("created user carol"), "{out}");
+    assert_signed_in(login(&client, &base, "carol", password), "carol");
+
+    let rows = list_users(&data);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["admin", "carol"]);
+
+    // Disabling takes effect on the running server at the next sign-in; enabling restores it.
+    users_ok(&data, &["disable", "carol"], None);
+    assert_refused(login(&client, &base, "carol", password));
+    users_ok(&data, &["enable", "carol"], None);
+    assert_signed_in(login(&client, &base, "carol", password), "carol");
+
+    // A new password replaces the old one at once.
+    let new_password = "carol's newer password";
+    users_ok(
+        &data,
+        &["set-password", "carol", "--password-stdin"],
+        Some(new_password),
+    );
+    assert_refused(login(&client, &base, "carol", password));
+    assert_signed_in(login(&client, &base, "carol", new_password), "carol");
+
+    // Several commands at once, while the server answers sign-ins.
+    let adders: Vec<_> = (0..4)
+        .map(|i| {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                users(
+                    &data,
+                    &["add", &format!("user{i}"), "--password-stdin"],
+                    Some("a long enough password"),
+                )
+            })
+        })
+        .collect();
+    assert_signed_in(login(&client, &base, "admin", &admin_password), "admin");
+    for adder in adders {
+        let out = adder.join().unwrap();
+        assert!(
+            out.status.success(),
+            "concurrent add failed: {}",
+            stderr(&out)
+        );
+    }
+    assert_signed_in(
+        login(&client, &base, "user3", "a long enough password"),
+        "user3",
+    );
+    assert_eq!(list_users(&data).len(), 6);
+
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_config_file_first_admin_takes_its_password_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let out = flyteauth(&["secrets", "init", "--dir", secrets.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password_file = dir.path().join("admin-password");
+    let password = "the operator's chosen password";
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let port = free_port();
+    let config = dir.path().join("values.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  httpPort: {port}\nsecrets:\n  secrets-prefix: {secrets}\ndatabase:\n  sqlite:\n    file: {dir}/db.sqlite\nflyteauth:\n  listenAddress: 127.0.0.1\n  firstAdmin:\n    username: Root\n    passwordFile: {pw}\n",
+            secrets = secrets.display(),
+            dir = dir.path().display(),
+            pw = password_file.display(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config", config])
+        .env_remove("FLYTEAUTH_CONFIG");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http_client();
+
+    let mut server = Running::start(command);
+    wait_healthy(server.child(), &format!("{base}/healthz"), &client);
+    assert_signed_in(login(&client, &base, "root", password), "root");
+    let (status, stdout) = server.stop();
+    assert!(status.success(), "{status}");
+    assert!(!stdout.contains(password), "{stdout}");
+    assert!(!stdout.contains("administrator account"), "{stdout}");
+
+    // The commands reach the same database through the same --config.
+    let mut list = Command::new(BIN);
+    list.args(["users", "list", "--config", config])
+        .env_remove("FLYTEAUTH_CONFIG");
+    let out = run_bounded(list, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert_eq!(
+        (rows[0][0], rows[0][2], rows[0][3]),
+        ("root", "active", "yes")
+    );
+}

@@ -88,6 +88,22 @@ pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         })
 }
 
+/// How long the CSRF cookie of a form lives.
+pub const CSRF_COOKIE_SECS: u64 = 3600;
+
+/// The CSRF token for a form to render: the browser's `flyteauth_csrf` cookie if it has one, else a fresh
+/// token together with the `Set-Cookie` value that gives it to the browser.
+pub fn csrf_for_form(policy: &CookiePolicy, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match read(headers, CSRF_COOKIE) {
+        Some(existing) => (existing.to_owned(), None),
+        None => {
+            let token = crate::opaque::new_token();
+            let cookie = policy.set(CSRF_COOKIE, &token, CSRF_COOKIE_SECS);
+            (token, cookie)
+        }
+    }
+}
+
 /// Whether the form's CSRF token equals the cookie's, in constant time.
 pub fn csrf_matches(cookie: Option<&str>, form: Option<&str>) -> bool {
     match (cookie, form) {

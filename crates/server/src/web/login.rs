@@ -7,7 +7,6 @@
 use crate::audit::{self, Event};
 use crate::error::PageError;
 use crate::form;
-use crate::opaque;
 use crate::state::AppState;
 use crate::web::cookies::{self, CSRF_COOKIE};
 use crate::web::pages::{self, LoginForm};
@@ -24,9 +23,6 @@ use std::net::SocketAddr;
 
 /// Largest login form accepted.
 pub const MAX_LOGIN_FORM_BYTES: usize = 16 * 1024;
-
-/// How long the CSRF cookie of a login form lives.
-const CSRF_COOKIE_SECS: u64 = 3600;
 
 const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
 
@@ -112,8 +108,7 @@ fn form_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let existing = cookies::read(headers, CSRF_COOKIE).map(str::to_owned);
-    let csrf = existing.clone().unwrap_or_else(opaque::new_token);
+    let (csrf, set_cookie) = cookies::csrf_for_form(&state.cookies, headers);
     let client = client_of(return_to);
     let html = pages::login_page(&LoginForm {
         username,
@@ -123,9 +118,7 @@ fn form_page(
         client: client.as_deref(),
     });
     let mut response = pages::html_response(status, html);
-    if existing.is_none()
-        && let Some(cookie) = state.cookies.set(CSRF_COOKIE, &csrf, CSRF_COOKIE_SECS)
-    {
+    if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
@@ -322,6 +315,23 @@ pub async fn submit(
                 StatusCode::UNAUTHORIZED,
             ))
         }
+    }
+}
+
+/// `GET /`: who is signed in here, or the way to the login page (where a sign-in without a destination lands).
+pub async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    match session::current(&state, &headers).await? {
+        Some(who) => Ok(pages::html_response(
+            StatusCode::OK,
+            pages::notice_page(
+                "Signed in",
+                &format!("You are signed in as {}.", who.user.username),
+            ),
+        )),
+        None => Ok(see_other(flyteauth_core::metadata::LOGIN_PATH, None)),
     }
 }
 

@@ -30,6 +30,7 @@ p{line-height:1.45}label{display:block;font-weight:600;margin:1rem 0 .3rem}\
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #b9bfcc;\
 border-radius:6px;font-size:1rem}button{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:6px;\
 background:#4a3ab5;color:#fff;font-size:1rem;font-weight:600;cursor:pointer}\
+button.secondary{background:#e4e6eb;color:#1d2330;margin-top:.6rem}\
 .error{background:#fdecec;color:#8a1c1c;border:1px solid #f3b8b8;border-radius:6px;padding:.6rem .8rem}\
 .muted{color:#5b6475;font-size:.9rem}code{background:#f0f1f4;padding:.1rem .3rem;border-radius:4px}";
 
@@ -115,6 +116,66 @@ autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
     layout("Sign in", &body)
 }
 
+/// The first activation page: where a person types the code their terminal shows.
+pub fn activate_enter_page(typed: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Connect a device</h1><p>Enter the code shown in your terminal.</p>{error}\
+<form method=\"get\" action=\"/activate\">\
+<label for=\"user_code\">Code</label>\
+<input type=\"text\" id=\"user_code\" name=\"user_code\" value=\"{typed}\" placeholder=\"XXXX-XXXX\" \
+autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" maxlength=\"32\" required autofocus>\
+<button type=\"submit\">Continue</button></form>",
+        typed = escape(typed),
+    );
+    layout("Connect a device", &body)
+}
+
+/// What the approval page shows.
+#[derive(Debug)]
+pub struct DeviceApproval<'a> {
+    /// The code, as displayed (`XXXX-XXXX`).
+    pub user_code: &'a str,
+    /// The application asking.
+    pub client: &'a str,
+    /// The scopes it asks for.
+    pub scopes: &'a [String],
+    /// Who is signed in.
+    pub username: &'a str,
+    /// The CSRF token the form must send back.
+    pub csrf_token: &'a str,
+}
+
+/// The approval page: which application asks for what, as whom; approve or deny.
+pub fn activate_confirm_page(a: &DeviceApproval<'_>) -> String {
+    let scopes = if a.scopes.is_empty() {
+        "<li>no particular permissions</li>".to_owned()
+    } else {
+        a.scopes
+            .iter()
+            .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+            .collect()
+    };
+    let body = format!(
+        "<h1>Connect a device</h1>\
+<p><strong>{client}</strong> asks to act as <strong>{user}</strong> on a device showing the code \
+<strong>{code}</strong>, with these permissions:</p><ul>{scopes}</ul>\
+<p class=\"muted\">Approve only if you started this sign-in yourself and your terminal shows this code.</p>\
+<form method=\"post\" action=\"/activate\">\
+<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+<button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></form>",
+        client = escape(a.client),
+        user = escape(a.username),
+        code = escape(a.user_code),
+        csrf = escape(a.csrf_token),
+    );
+    layout("Connect a device", &body)
+}
+
 /// An error page: what went wrong and what to do about it.
 pub fn error_page(title: &str, message: &str, hint: Option<&str>) -> String {
     let hint = hint
@@ -162,6 +223,24 @@ mod tests {
         assert!(html.contains("value=\"al&quot;ice\""));
         assert!(html.contains("role=\"alert\">Wrong user name or password."));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn activation_pages_escape_and_carry_the_code() {
+        let html = activate_enter_page("<x>", Some("That code is not valid."));
+        assert!(html.contains("name=\"user_code\" value=\"&lt;x&gt;\""));
+        assert!(html.contains("<label for=\"user_code\">"));
+        let scopes = vec!["all".to_owned(), "offline".to_owned()];
+        let html = activate_confirm_page(&DeviceApproval {
+            user_code: "BCDF-GHJK",
+            client: "flytectl",
+            scopes: &scopes,
+            username: "alice",
+            csrf_token: "t",
+        });
+        assert!(html.contains("name=\"user_code\" value=\"BCDF-GHJK\""));
+        assert!(html.contains("value=\"approve\"") && html.contains("value=\"deny\""));
+        assert!(html.contains("<code>offline</code>"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ const TOUCH_EVERY_SECS: i64 = 60;
 /// A person with a live session.
 #[derive(Debug)]
 pub struct LoggedIn {
+    /// The digest of the session cookie: a key for per-session limits that reveals nothing of the cookie.
+    pub session_key: String,
     /// The session.
     pub session: SessionRecord,
     /// The account, as it is now.
@@ -58,7 +60,11 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Log
             .await
             .map_err(ApiError::internal)?;
     }
-    Ok(Some(LoggedIn { session, user }))
+    Ok(Some(LoggedIn {
+        session_key: hash,
+        session,
+        user,
+    }))
 }
 
 /// Starts a session for `user` and returns the `Set-Cookie` value carrying it.

@@ -1,15 +1,20 @@
-//! Slows down password guessing from one network address, whatever account it targets.
+//! Slows down guessing (passwords, device user codes) from one network address or one session, whatever it
+//! targets.
 //!
-//! Per-account lockout lives in the store (every replica sees it). This per-address window is kept in memory: it
-//! only has to stop one source from trying many accounts, and a replica seeing a share of the attempts still
+//! Per-account lockout lives in the store (every replica sees it). These fixed windows are kept in memory: they
+//! only have to stop one source from trying many targets, and a replica seeing a share of the attempts still
 //! stops it. The map is bounded, so a flood of addresses cannot grow it without end.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// Addresses tracked at most; beyond it, windows that ended are dropped, then the oldest half.
+/// Keys tracked at most; beyond it, windows that ended are dropped, then the oldest half.
 const MAX_ADDRESSES: usize = 16_384;
+
+/// Failed attempts per source address.
+pub type AddressThrottle = Throttle<IpAddr>;
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -17,16 +22,16 @@ struct Window {
     failures: u32,
 }
 
-/// Failed logins per source address in a fixed window.
+/// Failed attempts per key (an address, a session) in a fixed window.
 #[derive(Debug)]
-pub struct AddressThrottle {
+pub struct Throttle<K> {
     max_failures: u32,
     window_secs: i64,
-    windows: Mutex<HashMap<IpAddr, Window>>,
+    windows: Mutex<HashMap<K, Window>>,
 }
 
-impl AddressThrottle {
-    /// At most `max_failures` failed logins per address per `window_secs`; `max_failures` 0 disables the limit.
+impl<K: Hash + Eq + Clone> Throttle<K> {
+    /// At most `max_failures` failed attempts per key per `window_secs`; `max_failures` 0 disables the limit.
     pub fn new(max_failures: u32, window_secs: i64) -> Self {
         Self {
             max_failures,
@@ -36,7 +41,7 @@ impl AddressThrottle {
     }
 
     /// Seconds until `addr` may try again, or `None` if it may try now.
-    pub fn blocked_for(&self, addr: IpAddr, now: i64) -> Option<i64> {
+    pub fn blocked_for(&self, addr: K, now: i64) -> Option<i64> {
         if self.max_failures == 0 {
             return None;
         }
@@ -46,8 +51,8 @@ impl AddressThrottle {
         (w.failures >= self.max_failures && now < ends).then_some(ends - now)
     }
 
-    /// Counts a failed login from `addr`.
-    pub fn failed(&self, addr: IpAddr, now: i64) {
+    /// Counts a failed attempt from `addr`.
+    pub fn failed(&self, addr: K, now: i64) {
         if self.max_failures == 0 {
             return;
         }
