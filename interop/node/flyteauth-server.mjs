@@ -2,7 +2,9 @@
 //
 // Same shape as interop/python/flyteauth_harness.py: fresh secrets from `flyteauth secrets init`,
 // confidential static clients with bcrypt-hashed secrets (flyteadmin's base64-wrapped form), a free
-// port on 127.0.0.1 and a SQLite database in a temporary directory.
+// port on 127.0.0.1 and a SQLite database in a temporary directory. Optionally, further static clients
+// (public or confidential, with redirect URIs and other grant types) and accounts made with
+// `flyteauth users add` before `serve` starts.
 
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,6 +19,7 @@ import bcrypt from 'bcryptjs';
 const execFileP = promisify(execFile);
 const HEALTH_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
+const USERS_ADD_TIMEOUT_MS = 30_000;
 
 export function flyteauthBin() {
   const bin = process.env.FLYTEAUTH_BIN;
@@ -46,7 +49,23 @@ function hashedClientSecret(secret) {
 // JSON strings are valid YAML double-quoted scalars, so this needs no YAML library.
 const q = (s) => JSON.stringify(String(s));
 
-function configYaml({ port, dir, clients }) {
+function clientYaml(id, { secret, public: isPublic = false, grantTypes, redirectUris = [], responseTypes = [], scopes, audience = [] }) {
+  if (!isPublic && !secret) throw new Error(`static client ${id}: a confidential client needs a secret`);
+  const list = (xs) => `[${xs.map(q).join(', ')}]`;
+  return [
+    `        ${q(id)}:`,
+    `          id: ${q(id)}`,
+    ...(isPublic ? [] : [`          client_secret: ${q(hashedClientSecret(secret))}`]),
+    `          redirect_uris: ${list(redirectUris)}`,
+    `          grant_types: ${list(grantTypes)}`,
+    `          response_types: ${list(responseTypes)}`,
+    `          scopes: ${list(scopes)}`,
+    `          audience: ${list(audience)}`,
+    `          public: ${isPublic ? 'true' : 'false'}`,
+  ];
+}
+
+function configYaml({ port, dir, clients, staticClients }) {
   const lines = [
     'server:',
     `  httpPort: ${port}`,
@@ -61,17 +80,11 @@ function configYaml({ port, dir, clients }) {
     '      staticClients:',
   ];
   for (const [id, secret] of Object.entries(clients)) {
-    lines.push(
-      `        ${q(id)}:`,
-      `          id: ${q(id)}`,
-      `          client_secret: ${q(hashedClientSecret(secret))}`,
-      '          redirect_uris: []',
-      '          grant_types: ["client_credentials"]',
-      '          response_types: []',
-      '          scopes: ["all"]',
-      '          audience: []',
-      '          public: false',
-    );
+    lines.push(...clientYaml(id, { secret, grantTypes: ['client_credentials'], scopes: ['all'] }));
+  }
+  for (const [id, spec] of Object.entries(staticClients)) {
+    if (Object.hasOwn(clients, id)) throw new Error(`static client ${id} is also in clients`);
+    lines.push(...clientYaml(id, spec));
   }
   lines.push(
     'database:',
@@ -98,11 +111,44 @@ async function healthy(port) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** `flyteauth users add`, with the password on standard input (never on the command line). */
+function addUser(bin, configPath, dir, { name, password, email, displayName, admin = false }) {
+  const args = ['users', 'add', name, '--password-stdin', '--config', configPath];
+  if (email !== undefined) args.push('--email', email);
+  if (displayName !== undefined) args.push('--display-name', displayName);
+  if (admin) args.push('--admin');
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, {
+      cwd: dir,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+      timeout: USERS_ADD_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
+    let output = '';
+    child.stdout.on('data', (d) => { output += d; });
+    child.stderr.on('data', (d) => { output += d; });
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`flyteauth users add ${name} failed (${code ?? signal}):\n${output}`));
+    });
+    child.stdin.on('error', () => {}); // an early exit is reported by 'close' with its output
+    child.stdin.end(`${password}\n`);
+  });
+}
+
 /**
- * Starts flyteauth with the given confidential clients ({ id: plaintextSecret }).
- * Resolves to { port, baseUrl, clients, dir, logPath, log(), stop() }.
+ * Starts flyteauth.
+ *
+ * - `clients`: confidential client_credentials clients, `{ id: plaintextSecret }` (scope `all`).
+ * - `staticClients`: further static clients, `{ id: { secret?, public?, grantTypes, redirectUris?,
+ *   responseTypes?, scopes, audience? } }`; `secret` (plaintext) is required unless `public` is true.
+ * - `users`: accounts created before `serve` starts, `[{ name, password, email?, displayName?, admin? }]`.
+ *
+ * Resolves to { port, baseUrl, clients, staticClients, users, dir, logPath, log(), stop() }.
  */
-export async function startServer({ clients }) {
+export async function startServer({ clients = {}, staticClients = {}, users = [] } = {}) {
   const bin = flyteauthBin();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'flyteauth-node-'));
   try {
@@ -111,11 +157,18 @@ export async function startServer({ clients }) {
     throw new Error(`flyteauth secrets init failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
   }
 
+  const configPath = path.join(dir, 'flyteauth.yaml');
+  let port = await freePort();
+  await writeFile(configPath, configYaml({ port, dir, clients, staticClients }));
+  // Accounts live in the database, which a retry on another port keeps.
+  for (const user of users) await addUser(bin, configPath, dir, user);
+
   let lastLog = '';
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    const configPath = path.join(dir, 'flyteauth.yaml');
-    await writeFile(configPath, configYaml({ port, dir, clients }));
+    if (attempt > 0) {
+      port = await freePort();
+      await writeFile(configPath, configYaml({ port, dir, clients, staticClients }));
+    }
     const logPath = path.join(dir, `server-${attempt}.log`);
     const logStream = createWriteStream(logPath);
     await new Promise((r) => logStream.once('open', r));
@@ -153,6 +206,8 @@ export async function startServer({ clients }) {
           port,
           baseUrl: `http://localhost:${port}`,
           clients,
+          staticClients,
+          users,
           dir,
           logPath,
           log,
