@@ -86,9 +86,9 @@ async fn oauth_errors_are_rfc6749_json() {
             "unsupported_grant_type",
         ),
         (
-            "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=x",
+            "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=x&client_id=flytectl",
             400,
-            "unsupported_grant_type",
+            "invalid_grant",
         ),
         (
             "grant_type=client_credentials&grant_type=client_credentials",
@@ -217,7 +217,12 @@ async fn discovery_advertises_only_what_is_implemented() {
         assert_eq!(doc["jwks_uri"], server.url("/oauth2/jwks"));
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+            serde_json::json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code"
+            ])
         );
         assert_eq!(
             doc["authorization_endpoint"],
@@ -226,6 +231,10 @@ async fn discovery_advertises_only_what_is_implemented() {
         assert_eq!(
             doc["code_challenge_methods_supported"],
             serde_json::json!(["S256"])
+        );
+        assert_eq!(
+            doc["device_authorization_endpoint"],
+            server.url("/oauth2/device/code")
         );
     }
     server.stop().await;

@@ -133,6 +133,50 @@ pub fn check_client_and_redirect(
     Ok((client, redirect_uri))
 }
 
+/// The scopes a person's sign-in grants `client` (the authorization-code and the device grants), for the
+/// request's `scope` parameter; in request order, without duplicates.
+///
+/// - Each requested scope must be registered for the client, except `openid`, `profile` and `email`, always
+///   allowed; `offline`/`offline_access` need the `refresh_token` grant. Else `invalid_scope`.
+/// - No scope (absent, empty or blank): the client's registered scopes, without `offline`/`offline_access` if
+///   it lacks the `refresh_token` grant.
+pub fn user_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>, OAuthError> {
+    let offline_allowed = client.allows_grant(REFRESH_TOKEN);
+    let mut scopes: Vec<String> = Vec::new();
+    let requested: Vec<&str> = requested
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .collect();
+    if requested.is_empty() {
+        for s in &client.scopes {
+            if (offline_allowed || !OFFLINE_SCOPES.contains(&s.as_str())) && !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        return Ok(scopes);
+    }
+    for s in requested {
+        let allowed = if OFFLINE_SCOPES.contains(&s) {
+            offline_allowed
+        } else {
+            OPENID_SCOPES.contains(&s) || client.scopes.iter().any(|r| r == s)
+        };
+        if !allowed {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!(
+                    "the scope {:?} is not registered for this client",
+                    printable(s)
+                ),
+            ));
+        }
+        if !scopes.iter().any(|g| g == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    Ok(scopes)
+}
+
 /// Stage 2: validates the rest of the request of `client`, whose `redirect_uri` stage 1 verified.
 ///
 /// - `state`: kept verbatim; at most [`MAX_STATE_BYTES`] (else `invalid_request`, not echoed).
@@ -140,9 +184,7 @@ pub fn check_client_and_redirect(
 /// - The client must allow `authorization_code` (`unauthorized_client`).
 /// - PKCE: public clients must send an `S256` `code_challenge`; confidential ones may, and then it is checked
 ///   the same way (`plain` refused; `invalid_request`).
-/// - `scope`: each scope must be registered for the client, except `openid`, `profile` and `email`, always
-///   allowed; `offline`/`offline_access` need the `refresh_token` grant (`invalid_scope`). No scope: the
-///   client's registered scopes (without `offline`/`offline_access` if it lacks the `refresh_token` grant).
+/// - `scope`: as [`user_scopes`] decides.
 /// - `nonce`: optional, at most [`MAX_STATE_BYTES`].
 /// - `audience`: as for client_credentials (absent: `default_audience`; else one of `accepted_audiences` or
 ///   of the client's audiences, `invalid_target`).
@@ -219,41 +261,7 @@ pub fn validate(
         None => None,
     };
 
-    let offline_allowed = client.allows_grant(REFRESH_TOKEN);
-    let mut scopes: Vec<String> = Vec::new();
-    let requested: Vec<&str> = params
-        .get("scope")
-        .map(String::as_str)
-        .unwrap_or_default()
-        .split_ascii_whitespace()
-        .collect();
-    if requested.is_empty() {
-        for s in &client.scopes {
-            if (offline_allowed || !OFFLINE_SCOPES.contains(&s.as_str())) && !scopes.contains(s) {
-                scopes.push(s.clone());
-            }
-        }
-    } else {
-        for s in requested {
-            let allowed = if OFFLINE_SCOPES.contains(&s) {
-                offline_allowed
-            } else {
-                OPENID_SCOPES.contains(&s) || client.scopes.iter().any(|r| r == s)
-            };
-            if !allowed {
-                return Err(err(
-                    ErrorCode::InvalidScope,
-                    format!(
-                        "the scope {:?} is not registered for this client",
-                        printable(s)
-                    ),
-                ));
-            }
-            if !scopes.iter().any(|g| g == s) {
-                scopes.push(s.to_owned());
-            }
-        }
-    }
+    let scopes = user_scopes(client, params.get("scope").map(String::as_str)).map_err(oauth)?;
 
     let nonce = non_empty(params, "nonce");
     if nonce.is_some_and(|n| n.len() > MAX_STATE_BYTES) {
@@ -494,6 +502,23 @@ mod tests {
         assert_eq!(run(&c, &p).unwrap_err().error.code, ErrorCode::InvalidScope);
         p.remove("scope");
         assert_eq!(run(&c, &p).unwrap().scopes, ["all", "access_token"]);
+    }
+
+    #[test]
+    fn user_scopes_directly() {
+        let c = flytectl();
+        for none in [None, Some(""), Some("  ")] {
+            assert_eq!(
+                user_scopes(&c, none).unwrap(),
+                ["all", "offline", "access_token"]
+            );
+        }
+        assert_eq!(
+            user_scopes(&c, Some("email all email")).unwrap(),
+            ["email", "all"]
+        );
+        let e = user_scopes(&c, Some("admin")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidScope);
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub const AUTHORIZATION_CODE: &str = "authorization_code";
 /// The grant type name of the refresh-token grant.
 pub const REFRESH_TOKEN: &str = "refresh_token";
 
+/// The grant type name of the device authorization grant (RFC 8628 §3.4).
+pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The short name [`TokenRequest::grant_type`] gives the device grant, for metric labels and logs.
+pub const DEVICE_CODE_LABEL: &str = "device_code";
+
 /// A token request, parsed once from the form parameters of `POST /oauth2/token`.
 ///
 /// Parameters a grant does not use are tolerated: the Flyte SDKs send every authorization-request parameter
@@ -176,14 +182,21 @@ pub enum TokenRequest {
         /// `scope`, when not empty: narrows the new access token's scopes.
         scope: Option<String>,
     },
+    /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4). `scope` and `audience` are
+    /// tolerated and ignored: what is granted was decided by the device authorization request.
+    DeviceCode {
+        /// `device_code`.
+        device_code: String,
+    },
 }
 
 impl TokenRequest {
     /// Reads the grant from `params`.
     ///
     /// - no (or an empty) `grant_type`: `invalid_request`;
-    /// - a grant type other than the three above: `unsupported_grant_type`, naming it (sanitised, capped);
-    /// - no `code` / `refresh_token` for the grants that need one: `invalid_request`.
+    /// - a grant type other than the four above: `unsupported_grant_type`, naming it (sanitised, capped);
+    /// - no (or an empty) `code` / `refresh_token` / `device_code` for the grants that need one:
+    ///   `invalid_request`.
     pub fn parse(params: &HashMap<String, String>) -> Result<Self, OAuthError> {
         let get = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
         let grant_type = params
@@ -218,6 +231,14 @@ impl TokenRequest {
                 })?,
                 scope: get("scope"),
             }),
+            DEVICE_CODE => Ok(Self::DeviceCode {
+                device_code: get("device_code").ok_or_else(|| {
+                    OAuthError::new(
+                        ErrorCode::InvalidRequest,
+                        "device_code is required for the device_code grant",
+                    )
+                })?,
+            }),
             other => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 format!("grant_type {:?} is not supported", printable(other)),
@@ -225,12 +246,23 @@ impl TokenRequest {
         }
     }
 
-    /// The wire name of the grant (`client_credentials`, `authorization_code`, `refresh_token`).
+    /// The grant's short name, one of a fixed set (fit for a metric label): the wire name for the RFC 6749
+    /// grants (`client_credentials`, `authorization_code`, `refresh_token`), [`DEVICE_CODE_LABEL`]
+    /// (`device_code`) rather than the URN for the device grant.
     pub fn grant_type(&self) -> &'static str {
         match self {
             Self::ClientCredentials { .. } => CLIENT_CREDENTIALS,
             Self::AuthorizationCode { .. } => AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => REFRESH_TOKEN,
+            Self::DeviceCode { .. } => DEVICE_CODE_LABEL,
+        }
+    }
+
+    /// The grant's wire name, as sent in `grant_type` (the URN [`DEVICE_CODE`] for the device grant).
+    pub fn wire_name(&self) -> &'static str {
+        match self {
+            Self::DeviceCode { .. } => DEVICE_CODE,
+            other => other.grant_type(),
         }
     }
 }
@@ -353,8 +385,8 @@ fn form_decode(raw: &[u8]) -> Option<String> {
 /// Whether `presented` authenticates as `client` for `grant_type`.
 ///
 /// - Unknown client (`None`): no, after spending about as long as a bcrypt check.
-/// - Public client: only for `authorization_code` and `refresh_token`, and only without a secret (a public
-///   client that sends one is misconfigured; refusing tells it so).
+/// - Public client: only for `authorization_code`, `refresh_token` and the device grant ([`DEVICE_CODE`]), and
+///   only without a secret (a public client that sends one is misconfigured; refusing tells it so).
 /// - Confidential client: the secret must verify against its hash.
 ///
 /// May run bcrypt: call it off async workers.
@@ -369,7 +401,7 @@ pub fn authenticate(
         Some(c) => match &c.secret {
             None => {
                 presented.secret.is_none()
-                    && matches!(grant_type, AUTHORIZATION_CODE | REFRESH_TOKEN)
+                    && matches!(grant_type, AUTHORIZATION_CODE | REFRESH_TOKEN | DEVICE_CODE)
             }
             Some(hash) => !secret.is_empty() && hash.verify(secret),
         },
@@ -652,6 +684,25 @@ mod tests {
             }
         );
         assert_eq!(r.grant_type(), "refresh_token");
+        assert_eq!(r.wire_name(), "refresh_token");
+
+        // What the Flyte SDKs poll with: scope and audience again, tolerated.
+        let r = TokenRequest::parse(&params(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", "dc"),
+            ("client_id", "flytectl"),
+            ("scope", "all offline"),
+            ("audience", ""),
+        ]))
+        .unwrap();
+        assert_eq!(
+            r,
+            TokenRequest::DeviceCode {
+                device_code: "dc".into()
+            }
+        );
+        assert_eq!(r.grant_type(), "device_code");
+        assert_eq!(r.wire_name(), DEVICE_CODE);
     }
 
     #[test]
@@ -669,6 +720,7 @@ mod tests {
         for (grant, missing) in [
             ("authorization_code", "code"),
             ("refresh_token", "refresh_token"),
+            (DEVICE_CODE, "device_code"),
         ] {
             for p in [
                 params(&[("grant_type", grant)]),
@@ -836,6 +888,16 @@ mod tests {
             Some(&public),
             &presented("other", None),
             REFRESH_TOKEN
+        ));
+        assert!(authenticate(
+            Some(&public),
+            &presented("flytectl", None),
+            DEVICE_CODE
+        ));
+        assert!(authenticate(
+            Some(&conf),
+            &presented("ci", Some("s")),
+            DEVICE_CODE
         ));
     }
 

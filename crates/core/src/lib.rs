@@ -11,6 +11,7 @@
 //! - [`clients`]: OAuth clients, secret hashes (bcrypt and SHA-256) and the static clients from config;
 //! - [`grant`]: the token endpoint's rules: request parsing, client authentication, each grant's decision;
 //! - [`authorize`]: validating authorization requests (the authorization-code grant's first leg);
+//! - [`device`]: the RFC 8628 device authorization grant: user codes and the device authorization request;
 //! - [`pkce`]: RFC 7636 `S256` challenges and verifiers;
 //! - [`redirect`]: matching redirect URIs (exact, with the RFC 8252 loopback port exception);
 //! - [`password`], [`users`]: argon2id password hashes, password and user-name rules, subjects;
@@ -23,6 +24,7 @@ pub mod authorize;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod device;
 pub mod grant;
 pub mod identity;
 pub mod keys;

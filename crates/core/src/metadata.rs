@@ -19,6 +19,11 @@ pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
 pub const USERINFO_PATH: &str = "/oauth2/userinfo";
 /// Path of the login page below the public URL.
 pub const LOGIN_PATH: &str = "/login";
+/// Path of the RFC 8628 device authorization endpoint below the public URL.
+pub const DEVICE_AUTHORIZATION_PATH: &str = "/oauth2/device/code";
+/// Path of the page where a person enters a device's user code (the RFC 8628 `verification_uri`) below the
+/// public URL.
+pub const ACTIVATE_PATH: &str = "/activate";
 
 /// Scopes every client may ask for, advertised whatever the clients register.
 const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "offline", "offline_access"];
@@ -79,7 +84,7 @@ pub struct ServerMetadata {
     pub id_token_signing_alg_values_supported: Vec<String>,
     /// `claims_supported`.
     pub claims_supported: Vec<String>,
-    /// `device_authorization_endpoint`; absent until the device grant exists.
+    /// `device_authorization_endpoint` (RFC 8628 §4); `None` leaves the member out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_authorization_endpoint: Option<String>,
 }
@@ -117,6 +122,7 @@ pub fn server_metadata(cfg: &Config) -> ServerMetadata {
             crate::grant::AUTHORIZATION_CODE,
             crate::grant::REFRESH_TOKEN,
             crate::grant::CLIENT_CREDENTIALS,
+            crate::grant::DEVICE_CODE,
         ]),
         token_endpoint_auth_methods_supported: client_auth.clone(),
         revocation_endpoint_auth_methods_supported: client_auth,
@@ -129,7 +135,7 @@ pub fn server_metadata(cfg: &Config) -> ServerMetadata {
         subject_types_supported: strings(&["public"]),
         id_token_signing_alg_values_supported: strings(&["RS256"]),
         claims_supported: strings(CLAIMS_SUPPORTED),
-        device_authorization_endpoint: None,
+        device_authorization_endpoint: Some(format!("{base}{DEVICE_AUTHORIZATION_PATH}")),
     }
 }
 

@@ -1,9 +1,10 @@
-//! RFC 6749 error codes (plus those of RFC 7009 and OpenID Connect the endpoints use) and the error type the grants return; the server renders it once per protocol.
+//! RFC 6749 error codes (plus those of RFC 7009, RFC 8628 and OpenID Connect the endpoints use) and the error type the grants return; the server renders it once per protocol.
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// An OAuth 2.0 error code (RFC 6749 §5.2, RFC 8707 §2 for `invalid_target`).
+/// An OAuth 2.0 error code (RFC 6749 §5.2, RFC 8707 §2 for `invalid_target`, RFC 8628 §3.5 for the device
+/// grant's polling answers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -33,6 +34,13 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     /// `login_required` (OpenID Connect Core §3.1.2.6): `prompt=none` was asked but nobody is signed in.
     LoginRequired,
+    /// `authorization_pending` (RFC 8628 §3.5): the person has not yet approved or denied the device request;
+    /// poll again after the interval.
+    AuthorizationPending,
+    /// `slow_down` (RFC 8628 §3.5): polled sooner than the interval allows; the interval grows by 5 seconds.
+    SlowDown,
+    /// `expired_token` (RFC 8628 §3.5): the device code has expired; start a new device authorization.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -52,6 +60,9 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::LoginRequired => "login_required",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 }
@@ -118,6 +129,13 @@ mod tests {
                 400,
             ),
             (ErrorCode::LoginRequired, "login_required", 400),
+            (
+                ErrorCode::AuthorizationPending,
+                "authorization_pending",
+                400,
+            ),
+            (ErrorCode::SlowDown, "slow_down", 400),
+            (ErrorCode::ExpiredToken, "expired_token", 400),
         ];
         for (code, s, _status) in all {
             assert_eq!(code.as_str(), s);

@@ -23,6 +23,12 @@ fn oauth_routes() -> Router<AppState> {
         )
         .route("/oauth2/authorize", get(oauth::authorize::authorize))
         .route(
+            "/oauth2/device/code",
+            post(oauth::device::device_authorization)
+                .fallback(oauth::post_only)
+                .layer(limit),
+        )
+        .route(
             "/oauth2/revoke",
             post(oauth::revoke::revoke)
                 .fallback(oauth::post_only)
@@ -59,6 +65,14 @@ fn web_routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(web::login::MAX_LOGIN_FORM_BYTES)),
         )
         .route("/logout", get(web::login::logout))
+        .route(
+            "/activate",
+            get(web::activate::show)
+                .post(web::activate::decide)
+                .layer(DefaultBodyLimit::max(
+                    web::activate::MAX_ACTIVATE_FORM_BYTES,
+                )),
+        )
         .route("/", get(web::login::home))
 }
 

@@ -15,7 +15,9 @@ use flyteauth_core::grant::{
 use flyteauth_core::identity::{PrincipalKind, UserInfo};
 use flyteauth_core::oauth::{ErrorCode, OAuthError};
 use flyteauth_core::token::{AccessTokenRequest, IdTokenRequest};
-use flyteauth_store::{NewRefreshToken, Revocation, RevocationKind, Rotation, UserRecord};
+use flyteauth_store::{
+    DevicePoll, NewRefreshToken, Revocation, RevocationKind, Rotation, UserRecord,
+};
 use std::net::SocketAddr;
 
 /// What a successful grant hands back (RFC 6749 §5.1, plus the OpenID Connect `id_token`).
@@ -127,6 +129,9 @@ pub async fn exchange(
             refresh_token,
             scope,
         } => refresh(state, client, &refresh_token, scope.as_deref(), peer).await,
+        TokenRequest::DeviceCode { device_code } => {
+            device_code_grant(state, client, &device_code, peer).await
+        }
     }
 }
 
@@ -446,6 +451,106 @@ async fn authorization_code(
             outcome: "success",
             peer,
             detail: serde_json::json!({"grant_type": "authorization_code", "family_id": record.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
+        },
+    )
+    .await;
+    Ok(issued)
+}
+
+/// The device grant's token request (RFC 8628 §3.4–3.5): the device polls until the person decides.
+async fn device_code_grant(
+    state: &AppState,
+    client: &Client,
+    device_code: &str,
+    peer: Option<SocketAddr>,
+) -> Result<Issued, ApiError> {
+    let now = state.clock.unix_now();
+    let fail = |code: ErrorCode, description: &'static str| {
+        ApiError::OAuth(OAuthError::new(code, description))
+    };
+    let record = match state
+        .store
+        .poll_device_code(&opaque::digest(device_code), now)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        DevicePoll::Redeemed(record) => record,
+        DevicePoll::Pending(_) => {
+            return Err(fail(
+                ErrorCode::AuthorizationPending,
+                "the person has not approved the request yet",
+            ));
+        }
+        DevicePoll::SlowDown(_) => {
+            return Err(fail(
+                ErrorCode::SlowDown,
+                "polled too often; the interval grew by 5 seconds",
+            ));
+        }
+        DevicePoll::Denied(_) => {
+            return Err(fail(
+                ErrorCode::AccessDenied,
+                "the person denied the request",
+            ));
+        }
+        DevicePoll::Expired(_) => {
+            return Err(fail(
+                ErrorCode::ExpiredToken,
+                "the device code expired before it was approved",
+            ));
+        }
+        DevicePoll::AlreadyRedeemed(_) => {
+            return Err(invalid_grant("the device code was already used"));
+        }
+        DevicePoll::NotFound => return Err(invalid_grant("the device code is unknown")),
+    };
+    if record.client_id != client.id {
+        return Err(invalid_grant(
+            "the device code was issued to another client",
+        ));
+    }
+    let user = active_user(state, &record.subject).await?;
+    let refresh_token = if grants_offline(&record.scopes) {
+        let (token, new) = new_refresh_token(
+            state,
+            client,
+            &user,
+            &record.family_id,
+            &record.scopes,
+            &record.audience,
+            record.auth_time,
+        );
+        state
+            .store
+            .create_refresh_token(&new)
+            .await
+            .map_err(ApiError::internal)?;
+        Some(token)
+    } else {
+        None
+    };
+    let issued = mint_for_user(
+        state,
+        &UserGrant {
+            client,
+            user: &user,
+            scopes: record.scopes.clone(),
+            audience: record.audience.clone(),
+            family_id: &record.family_id,
+            auth_time: record.auth_time,
+            nonce: None,
+            refresh_token,
+        },
+    )?;
+    audit::record(
+        state,
+        Event {
+            kind: "token.issued",
+            client_id: &client.id,
+            subject: &user.subject,
+            outcome: "success",
+            peer,
+            detail: serde_json::json!({"grant_type": grant::DEVICE_CODE, "family_id": record.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
         },
     )
     .await;

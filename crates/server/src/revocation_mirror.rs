@@ -87,6 +87,7 @@ async fn purge(state: &AppState) {
             "refresh tokens",
             store.purge_expired_refresh_tokens(now).await,
         ),
+        ("device codes", store.purge_expired_device_codes(now).await),
         ("revocations", store.purge_expired(now).await),
     ];
     for (what, result) in results {

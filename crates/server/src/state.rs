@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::web::cookies::CookiePolicy;
-use crate::web::throttle::AddressThrottle;
+use crate::web::throttle::{AddressThrottle, Throttle};
 use bytes::Bytes;
 use flyteauth_core::clients::{Client, SecretHash};
 use flyteauth_core::clock::Clock;
@@ -84,6 +84,10 @@ pub struct Shared {
     pub cookies: CookiePolicy,
     /// Failed logins per source address.
     pub login_throttle: AddressThrottle,
+    /// Wrong device user codes per login session (keyed by the session cookie's digest).
+    pub device_attempts_by_session: Throttle<String>,
+    /// Wrong device user codes per source address.
+    pub device_attempts_by_address: AddressThrottle,
 }
 
 impl std::fmt::Debug for Shared {
@@ -159,6 +163,10 @@ impl AppState {
             login.address_max_failures,
             crate::web::session::duration_secs(login.address_window),
         );
+        let device = &config.flyteauth.device;
+        let attempt_window = crate::web::session::duration_secs(device.attempt_window);
+        let device_attempts_by_session = Throttle::new(device.max_code_attempts, attempt_window);
+        let device_attempts_by_address = Throttle::new(device.max_code_attempts, attempt_window);
         Ok(Self(Arc::new(Shared {
             default_audience: issuer_url,
             config,
@@ -177,6 +185,8 @@ impl AppState {
             http_header,
             cookies,
             login_throttle,
+            device_attempts_by_session,
+            device_attempts_by_address,
         })))
     }
 

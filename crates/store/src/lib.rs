@@ -5,10 +5,10 @@
 //! [`Store`]. The store has no clock: every timestamp is unix seconds supplied by the caller.
 //!
 //! Each kind of record has its own trait ([`AppStore`], [`RevocationStore`], [`AuditStore`], [`UserStore`],
-//! [`CodeStore`], [`RefreshStore`], [`SessionStore`]) and its own migration per backend; [`Store`] bundles them.
-//! Later record kinds are added the same way: a new trait module, a new migration file per backend, and one more
-//! supertrait on [`Store`]. Anything that must be atomic
-//! (consuming a single-use code, rotating a refresh token) is one trait method that each backend implements
+//! [`CodeStore`], [`RefreshStore`], [`SessionStore`], [`DeviceStore`]) and its own migration per backend;
+//! [`Store`] bundles them. Later record kinds are added the same way: a new trait module, a new migration file per
+//! backend, and one more supertrait on [`Store`]. Anything that must be atomic (consuming a single-use code,
+//! rotating a refresh token, polling a device code) is one trait method that each backend implements
 //! atomically; transactions are never exposed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -21,6 +21,7 @@ use async_trait::async_trait;
 mod apps;
 mod audit;
 mod codes;
+mod devices;
 mod error;
 mod postgres;
 mod refresh;
@@ -36,6 +37,10 @@ mod tests;
 pub use apps::{AppRecord, AppStore, AppUpdate, NewApp};
 pub use audit::{AuditEvent, AuditStore};
 pub use codes::{CodeRecord, CodeStore, NewCode};
+pub use devices::{
+    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, NewDeviceCode,
+    SLOW_DOWN_STEP_SECS,
+};
 pub use error::{DbError, StoreError};
 pub use refresh::{NewRefreshToken, RefreshStore, RefreshTokenRecord, Rotation};
 pub use revocations::{Revocation, RevocationKind, RevocationStore};
@@ -52,6 +57,7 @@ pub trait Store:
     + CodeStore
     + RefreshStore
     + SessionStore
+    + DeviceStore
     + Send
     + Sync
     + fmt::Debug

@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Row};
 
+use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
 use crate::error::{self, DbError, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
 use crate::revocations::decode_kind;
@@ -16,9 +17,10 @@ use crate::text;
 use crate::users::{decode_failed_logins, lock_end};
 use crate::{
     AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, CodeRecord, CodeStore,
-    LoginThrottle, NewApp, NewCode, NewRefreshToken, NewSession, NewUser, RefreshStore,
-    RefreshTokenRecord, Revocation, RevocationStore, Rotation, SessionRecord, SessionStore, Store,
-    StoreError, UserRecord, UserStore,
+    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, LoginThrottle, NewApp,
+    NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser, RefreshStore, RefreshTokenRecord,
+    Revocation, RevocationStore, Rotation, SessionRecord, SessionStore, Store, StoreError,
+    UserRecord, UserStore,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -64,6 +66,13 @@ macro_rules! refresh_columns {
 macro_rules! session_columns {
     () => {
         "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at"
+    };
+}
+
+macro_rules! device_columns {
+    () => {
+        "device_code_hash, user_code, client_id, scopes, audience, interval_secs, created_at, \
+         expires_at, status, last_polled_at, subject, username, family_id, auth_time, decided_at"
     };
 }
 
@@ -972,6 +981,186 @@ impl SessionStore for PostgresStore {
 
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn device_from_row(row: &PgRow) -> Result<DeviceCodeRecord, StoreError> {
+    let status: String = row.try_get("status").map_err(db)?;
+    Ok(DeviceCodeRecord {
+        device_code_hash: row.try_get("device_code_hash").map_err(db)?,
+        user_code: row.try_get("user_code").map_err(db)?,
+        client_id: row.try_get("client_id").map_err(db)?,
+        scopes: row.try_get("scopes").map_err(db)?,
+        audience: row.try_get("audience").map_err(db)?,
+        interval_secs: row.try_get("interval_secs").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+        status: decode_status(&status)?,
+        last_polled_at: row.try_get("last_polled_at").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        username: row.try_get("username").map_err(db)?,
+        family_id: row.try_get("family_id").map_err(db)?,
+        auth_time: row.try_get("auth_time").map_err(db)?,
+        decided_at: row.try_get("decided_at").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl DeviceStore for PostgresStore {
+    async fn create_device_code(
+        &self,
+        code: &NewDeviceCode,
+    ) -> Result<DeviceCodeRecord, StoreError> {
+        code.validate()?;
+        // A concurrent create of the same user code waits on the unique index (or on the expired row being
+        // deleted) and then fails with a unique violation, so at most one of them succeeds.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM device_codes WHERE user_code = $1 AND expires_at <= $2")
+            .bind(&code.user_code)
+            .bind(code.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(concat!(
+            "INSERT INTO device_codes (",
+            device_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, '', '', '', 0, NULL)"
+        ))
+        .bind(&code.device_code_hash)
+        .bind(&code.user_code)
+        .bind(&code.client_id)
+        .bind(&code.scopes)
+        .bind(&code.audience)
+        .bind(code.interval_secs)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .bind(DeviceStatus::Pending.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_unique_either(
+                e,
+                ("device code", REDACTED_KEY),
+                ("user code", &code.user_code),
+                "user_code",
+            )
+        })?;
+        tx.commit().await.map_err(db)?;
+        Ok(code.to_record())
+    }
+
+    async fn get_device_by_user_code(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCodeRecord>, StoreError> {
+        if !text::storable_key(user_code) {
+            return Ok(None);
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM device_codes WHERE user_code = $1 AND expires_at > $2"
+        ))
+        .bind(user_code)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn decide_device_code(
+        &self,
+        user_code: &str,
+        approval: Option<DeviceApproval>,
+        now: i64,
+    ) -> Result<Option<DeviceCodeRecord>, StoreError> {
+        if let Some(approval) = &approval {
+            approval.validate()?;
+        }
+        if !text::storable_key(user_code) {
+            return Ok(None);
+        }
+        let (status, subject, username, family_id, auth_time) = decision_fields(approval.as_ref());
+        // The conditional update is the decision: only one statement can find the code still pending.
+        let row = sqlx::query(concat!(
+            "UPDATE device_codes SET status = $3, subject = $4, username = $5, family_id = $6, \
+             auth_time = $7, decided_at = $2 \
+             WHERE user_code = $1 AND status = $8 AND expires_at > $2 RETURNING ",
+            device_columns!()
+        ))
+        .bind(user_code)
+        .bind(now)
+        .bind(status.as_str())
+        .bind(subject)
+        .bind(username)
+        .bind(family_id)
+        .bind(auth_time)
+        .bind(DeviceStatus::Pending.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn poll_device_code(
+        &self,
+        device_code_hash: &str,
+        now: i64,
+    ) -> Result<DevicePoll, StoreError> {
+        if !text::storable_key(device_code_hash) {
+            return Ok(DevicePoll::NotFound);
+        }
+        // Locking the row makes concurrent polls of one code run one after the other; a waiting poll then reads
+        // the row as the previous one committed it.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM device_codes WHERE device_code_hash = $1 FOR UPDATE"
+        ))
+        .bind(device_code_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(DevicePoll::NotFound);
+        };
+        let code = device_from_row(&row)?;
+        match poll_step(&code, now) {
+            PollStep::Unchanged(answer) => Ok(answer.with(code)),
+            PollStep::Update {
+                interval_secs,
+                status,
+                answer,
+            } => {
+                let row = sqlx::query(concat!(
+                    "UPDATE device_codes SET interval_secs = $2, status = $3, last_polled_at = $4 \
+                     WHERE device_code_hash = $1 RETURNING ",
+                    device_columns!()
+                ))
+                .bind(device_code_hash)
+                .bind(interval_secs)
+                .bind(status.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                let updated = device_from_row(&row)?;
+                tx.commit().await.map_err(db)?;
+                Ok(answer.with(updated))
+            }
+        }
+    }
+
+    async fn purge_expired_device_codes(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM device_codes WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
             .await

@@ -149,6 +149,9 @@ pub struct ExtensionsConfig {
     /// `firstAdmin`: the account created when the store has none.
     #[serde(deserialize_with = "null_default")]
     pub first_admin: FirstAdminConfig,
+    /// `device`: the RFC 8628 device authorization grant.
+    #[serde(deserialize_with = "null_default")]
+    pub device: DeviceConfig,
 }
 
 impl Default for ExtensionsConfig {
@@ -163,6 +166,7 @@ impl Default for ExtensionsConfig {
             login: LoginConfig::default(),
             session: SessionConfig::default(),
             first_admin: FirstAdminConfig::default(),
+            device: DeviceConfig::default(),
         }
     }
 }
@@ -212,6 +216,36 @@ impl Default for SessionConfig {
         Self {
             lifetime: Duration::from_secs(12 * 3600),
             idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `flyteauth.device:` — the device authorization grant (RFC 8628), see [`crate::device`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DeviceConfig {
+    /// `codeLifetime` (10m): how long a device code and its user code stay usable (`expires_in`).
+    #[serde(with = "duration::go")]
+    pub code_lifetime: Duration,
+    /// `interval` (5s): the polling interval first given to the device (`interval`); each `slow_down` adds 5s.
+    #[serde(with = "duration::go")]
+    pub interval: Duration,
+    /// `maxCodeAttempts` (10): wrong user codes accepted per browser session, and per client address, within
+    /// `attemptWindow`; further attempts are refused until the window has passed. Bounds guessing of the
+    /// 20^8 user codes (see [`crate::device`]).
+    pub max_code_attempts: u32,
+    /// `attemptWindow` (15m): the window `maxCodeAttempts` counts over.
+    #[serde(with = "duration::go")]
+    pub attempt_window: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            code_lifetime: Duration::from_secs(10 * 60),
+            interval: Duration::from_secs(5),
+            max_code_attempts: 10,
+            attempt_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -478,6 +512,10 @@ impl Config {
                 "flyteauth.login.addressMaxFailures",
                 ext.login.address_max_failures,
             ),
+            (
+                "flyteauth.device.maxCodeAttempts",
+                ext.device.max_code_attempts,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "a whole number greater than zero"));
@@ -491,6 +529,9 @@ impl Config {
             ("flyteauth.login.addressWindow", ext.login.address_window),
             ("flyteauth.session.lifetime", ext.session.lifetime),
             ("flyteauth.session.idleTimeout", ext.session.idle_timeout),
+            ("flyteauth.device.codeLifetime", ext.device.code_lifetime),
+            ("flyteauth.device.interval", ext.device.interval),
+            ("flyteauth.device.attemptWindow", ext.device.attempt_window),
         ] {
             if value.is_zero() {
                 return Err(invalid(

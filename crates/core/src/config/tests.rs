@@ -134,6 +134,11 @@ fn defaults_are_flyteadmins() {
     assert_eq!(c.flyteauth.session.idle_timeout, Duration::from_secs(3600));
     assert_eq!(c.flyteauth.first_admin.username, "admin");
     assert_eq!(c.flyteauth.first_admin.password_file, None);
+    let device = &c.flyteauth.device;
+    assert_eq!(device.code_lifetime, Duration::from_secs(600));
+    assert_eq!(device.interval, Duration::from_secs(5));
+    assert_eq!(device.max_code_attempts, 10);
+    assert_eq!(device.attempt_window, Duration::from_secs(15 * 60));
     assert!(c.validate().is_ok());
 }
 
@@ -882,6 +887,62 @@ fn login_session_and_first_admin_settings() {
         (
             "flyteauth:\n  firstAdmin:\n    username: \"a b\"\n",
             "flyteauth.firstAdmin.username",
+        ),
+    ] {
+        assert_eq!(invalid_key(yaml).0, key, "{yaml}");
+    }
+}
+
+#[test]
+fn device_settings() {
+    let loaded = load(
+        "flyteauth:\n  device:\n    codeLifetime: 15m\n    interval: 10s\n    maxCodeAttempts: 3\n    attemptWindow: 1h\n    intervall: 1s\n",
+    );
+    let d = &loaded.config.flyteauth.device;
+    assert_eq!(d.code_lifetime, Duration::from_secs(900));
+    assert_eq!(d.interval, Duration::from_secs(10));
+    assert_eq!(d.max_code_attempts, 3);
+    assert_eq!(d.attempt_window, Duration::from_secs(3600));
+    let w = loaded.warnings.join("\n");
+    assert!(w.contains("`flyteauth.device.intervall`"), "{w}");
+    assert_eq!(loaded.warnings.len(), 1, "{w}");
+
+    // Partial and null sections keep the defaults.
+    let c = load("flyteauth:\n  device:\n    interval: 2s\n").config;
+    assert_eq!(c.flyteauth.device.interval, Duration::from_secs(2));
+    assert_eq!(c.flyteauth.device.code_lifetime, Duration::from_secs(600));
+    let c = load("flyteauth:\n  device:\n").config;
+    assert_eq!(c.flyteauth.device, DeviceConfig::default());
+
+    // The defaults show in the effective configuration.
+    let out = Config::default().redacted_yaml();
+    for key in [
+        "codeLifetime: 10m",
+        "interval: 5s",
+        "maxCodeAttempts: 10",
+        "attemptWindow: 15m",
+    ] {
+        assert!(out.contains(key), "{key} missing from\n{out}");
+    }
+
+    let msg = parse_message("flyteauth:\n  device:\n    interval: 5\n");
+    assert!(msg.contains("flyteauth.device.interval"), "{msg}");
+    for (yaml, key) in [
+        (
+            "flyteauth:\n  device:\n    codeLifetime: 0s\n",
+            "flyteauth.device.codeLifetime",
+        ),
+        (
+            "flyteauth:\n  device:\n    interval: 0s\n",
+            "flyteauth.device.interval",
+        ),
+        (
+            "flyteauth:\n  device:\n    maxCodeAttempts: 0\n",
+            "flyteauth.device.maxCodeAttempts",
+        ),
+        (
+            "flyteauth:\n  device:\n    attemptWindow: 0s\n",
+            "flyteauth.device.attemptWindow",
         ),
     ] {
         assert_eq!(invalid_key(yaml).0, key, "{yaml}");

@@ -24,7 +24,16 @@ fn metadata_advertises_the_login_flow_and_oidc_discovery() {
     );
     assert_eq!(
         m.grant_types_supported,
-        ["authorization_code", "refresh_token", "client_credentials"]
+        [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ]
+    );
+    assert_eq!(
+        m.device_authorization_endpoint.as_deref(),
+        Some("http://localhost:8088/oauth2/device/code")
     );
     assert_eq!(
         m.token_endpoint_auth_methods_supported,
@@ -80,7 +89,10 @@ fn metadata_advertises_the_login_flow_and_oidc_discovery() {
     ] {
         assert!(obj.contains_key(key), "{key}");
     }
-    assert!(!obj.contains_key("device_authorization_endpoint"));
+    assert_eq!(
+        obj["device_authorization_endpoint"],
+        json!("http://localhost:8088/oauth2/device/code")
+    );
     assert_eq!(obj["code_challenge_methods_supported"], json!(["S256"]));
 }
 
@@ -91,6 +103,8 @@ fn paths() {
     assert_eq!(INTROSPECT_PATH, "/oauth2/introspect");
     assert_eq!(USERINFO_PATH, "/oauth2/userinfo");
     assert_eq!(LOGIN_PATH, "/login");
+    assert_eq!(DEVICE_AUTHORIZATION_PATH, "/oauth2/device/code");
+    assert_eq!(ACTIVATE_PATH, "/activate");
 }
 
 #[test]
@@ -105,6 +119,10 @@ fn endpoints_follow_the_public_url_and_issuer() {
         "https://flyte.example.com/prefix/oauth2/token"
     );
     assert_eq!(m.jwks_uri, "https://flyte.example.com/prefix/oauth2/jwks");
+    assert_eq!(
+        m.device_authorization_endpoint.as_deref(),
+        Some("https://flyte.example.com/prefix/oauth2/device/code")
+    );
 
     let c = load(
         "auth:\n  authorizedUris: [\"https://flyte.example.com\"]\n  appAuth:\n    selfAuthServer:\n      issuer: https://id.example.com\n      staticClients:\n        a: {public: true, scopes: [zeta, all]}\n        b: {public: true, scopes: [all, beta]}\n",

@@ -2,6 +2,7 @@
 //!
 //! - [`token`]: `POST /oauth2/token` (every grant; the grants themselves are in [`crate::grants`]);
 //! - [`authorize`]: `GET /oauth2/authorize` (authorization code + PKCE);
+//! - [`device`]: `POST /oauth2/device/code` (device authorization, RFC 8628; the person approves at `/activate`);
 //! - [`revoke`]: `POST /oauth2/revoke` (RFC 7009); [`introspect`]: `POST /oauth2/introspect` (RFC 7662);
 //! - [`userinfo`]: `GET|POST /oauth2/userinfo` (OpenID Connect);
 //! - here: `GET /oauth2/jwks` and the discovery documents.
@@ -19,6 +20,7 @@ use flyteauth_core::oauth::{ErrorCode, OAuthError};
 use std::collections::HashMap;
 
 pub mod authorize;
+pub mod device;
 pub mod introspect;
 pub mod revoke;
 pub mod token;

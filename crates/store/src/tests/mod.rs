@@ -62,6 +62,12 @@ suite_per_backend!(
     refresh_families_revoke_and_purge,
     sessions_lifecycle,
     sessions_per_user_and_purge,
+    devices_create_and_lookup,
+    devices_decide,
+    devices_poll_state_machine,
+    devices_concurrent_polls_redeem_once,
+    devices_concurrent_decide_and_create,
+    devices_purge,
 );
 
 mod urls {

@@ -9,9 +9,10 @@ use serde_json::json;
 
 use super::harness::Ctx;
 use crate::{
-    AppRecord, AppUpdate, AuditEvent, CodeRecord, LoginThrottle, NewApp, NewCode, NewRefreshToken,
-    NewSession, NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord,
-    StoreError, UserRecord,
+    AppRecord, AppUpdate, AuditEvent, CodeRecord, DeviceApproval, DeviceCodeRecord, DevicePoll,
+    DeviceStatus, LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession,
+    NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord, StoreError,
+    UserRecord,
 };
 
 const T0: i64 = 1_700_000_000;
@@ -1472,4 +1473,619 @@ pub(crate) async fn sessions_per_user_and_purge(ctx: Ctx) {
     assert_eq!(s.purge_expired_sessions(T0 + 21).await.unwrap(), 1);
     assert!(s.get_session("b2").await.unwrap().is_some());
     assert_eq!(s.delete_user_sessions("bob").await.unwrap(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Device codes
+
+fn device(hash: &str, user_code: &str, expires_at: i64) -> NewDeviceCode {
+    NewDeviceCode {
+        device_code_hash: hash.to_owned(),
+        user_code: user_code.to_owned(),
+        client_id: "flytectl".to_owned(),
+        scopes: strings(&["offline", "all"]),
+        audience: strings(&["https://flyte.example.com"]),
+        interval_secs: 5,
+        created_at: T0,
+        expires_at,
+    }
+}
+
+fn device_record(new: &NewDeviceCode) -> DeviceCodeRecord {
+    DeviceCodeRecord {
+        device_code_hash: new.device_code_hash.clone(),
+        user_code: new.user_code.clone(),
+        client_id: new.client_id.clone(),
+        scopes: new.scopes.clone(),
+        audience: new.audience.clone(),
+        interval_secs: new.interval_secs,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        status: DeviceStatus::Pending,
+        last_polled_at: None,
+        subject: String::new(),
+        username: String::new(),
+        family_id: String::new(),
+        auth_time: 0,
+        decided_at: None,
+    }
+}
+
+fn approval(family_id: &str) -> DeviceApproval {
+    DeviceApproval {
+        subject: "subject-alice".to_owned(),
+        username: "alice".to_owned(),
+        family_id: family_id.to_owned(),
+        auth_time: T0 - 30,
+    }
+}
+
+pub(crate) async fn devices_create_and_lookup(ctx: Ctx) {
+    let s = &ctx.store;
+    let new = NewDeviceCode {
+        scopes: vec![],
+        audience: strings(&["z", "a", ""]),
+        ..device("dev-1", "BCDFGHJK", T0 + 600)
+    };
+    let expected = device_record(&new);
+    assert_eq!(s.create_device_code(&new).await.unwrap(), expected);
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0 + 599)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    // Expired exactly at expires_at; exact, case-sensitive match only.
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0 + 600)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_device_by_user_code("bcdfghjk", T0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJ", T0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK\0", T0).await.unwrap(),
+        None
+    );
+
+    // The same hash, even with another user code.
+    let err = s
+        .create_device_code(&device("dev-1", "MNPQRSTV", T0 + 600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "device code", key } if key == "<redacted>"),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("dev-1"));
+    assert_eq!(
+        s.get_device_by_user_code("MNPQRSTV", T0).await.unwrap(),
+        None
+    );
+
+    // The same user code while the first code is unexpired (its created_at is before T0 + 600).
+    let clash = NewDeviceCode {
+        created_at: T0 + 599,
+        ..device("dev-2", "BCDFGHJK", T0 + 1200)
+    };
+    let err = s.create_device_code(&clash).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user code", key } if key == "BCDFGHJK"),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.poll_device_code("dev-2", T0 + 599).await.unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0).await.unwrap(),
+        Some(expected.clone()),
+        "the failed attempt changed nothing"
+    );
+
+    // A hash clash with a new user code leaves an expired holder of that user code alone.
+    s.create_device_code(&device("dev-3", "WXZBCDFG", T0 + 10))
+        .await
+        .unwrap();
+    let err = s
+        .create_device_code(&NewDeviceCode {
+            created_at: T0 + 10,
+            ..device("dev-1", "WXZBCDFG", T0 + 700)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::AlreadyExists {
+                entity: "device code",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        s.poll_device_code("dev-3", T0 + 10).await.unwrap(),
+        DevicePoll::Expired(_)
+    ));
+
+    // Once the holder expired, its user code can be handed out again; the old code is gone.
+    let reuse = NewDeviceCode {
+        created_at: T0 + 600,
+        ..device("dev-4", "BCDFGHJK", T0 + 1200)
+    };
+    assert_eq!(
+        s.create_device_code(&reuse).await.unwrap(),
+        device_record(&reuse)
+    );
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 600).await.unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0 + 600)
+            .await
+            .unwrap(),
+        Some(device_record(&reuse))
+    );
+
+    for (bad, field) in [
+        (device("dev\0", "KKKKKKKK", T0 + 600), "device_code_hash"),
+        (device("dev-5", "KKKK\0KKK", T0 + 600), "user_code"),
+        (
+            NewDeviceCode {
+                client_id: "c\0".to_owned(),
+                ..device("dev-5", "KKKKKKKK", T0 + 600)
+            },
+            "client_id",
+        ),
+        (
+            NewDeviceCode {
+                scopes: strings(&["\0"]),
+                ..device("dev-5", "KKKKKKKK", T0 + 600)
+            },
+            "scopes",
+        ),
+        (
+            NewDeviceCode {
+                audience: strings(&["a\0"]),
+                ..device("dev-5", "KKKKKKKK", T0 + 600)
+            },
+            "audience",
+        ),
+    ] {
+        let err = s.create_device_code(&bad).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { field: f, .. } if f == field),
+            "{field}: {err:?}"
+        );
+    }
+    assert_eq!(
+        s.get_device_by_user_code("KKKKKKKK", T0).await.unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn devices_decide(ctx: Ctx) {
+    let s = &ctx.store;
+    let a = device("dev-a", "AAAAAAAA", T0 + 600);
+    let b = device("dev-b", "BBBBBBBB", T0 + 600);
+    let c = device("dev-c", "CCCCCCCC", T0 + 60);
+    for new in [&a, &b, &c] {
+        s.create_device_code(new).await.unwrap();
+    }
+
+    let approved = DeviceCodeRecord {
+        status: DeviceStatus::Approved,
+        subject: "subject-alice".to_owned(),
+        username: "alice".to_owned(),
+        family_id: "family-a".to_owned(),
+        auth_time: T0 - 30,
+        decided_at: Some(T0 + 10),
+        ..device_record(&a)
+    };
+    assert_eq!(
+        s.decide_device_code("AAAAAAAA", Some(approval("family-a")), T0 + 10)
+            .await
+            .unwrap(),
+        Some(approved.clone())
+    );
+    assert_eq!(
+        s.get_device_by_user_code("AAAAAAAA", T0 + 11)
+            .await
+            .unwrap(),
+        Some(approved.clone())
+    );
+    // Decided once: neither a second approval nor a denial changes anything.
+    assert_eq!(
+        s.decide_device_code("AAAAAAAA", Some(approval("family-x")), T0 + 12)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.decide_device_code("AAAAAAAA", None, T0 + 12)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_device_by_user_code("AAAAAAAA", T0 + 13)
+            .await
+            .unwrap(),
+        Some(approved)
+    );
+
+    let denied = DeviceCodeRecord {
+        status: DeviceStatus::Denied,
+        decided_at: Some(T0 + 20),
+        ..device_record(&b)
+    };
+    assert_eq!(
+        s.decide_device_code("BBBBBBBB", None, T0 + 20)
+            .await
+            .unwrap(),
+        Some(denied.clone())
+    );
+    assert_eq!(
+        s.decide_device_code("BBBBBBBB", Some(approval("family-b")), T0 + 21)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BBBBBBBB", T0).await.unwrap(),
+        Some(denied)
+    );
+
+    // Expired (exactly at expires_at), unknown or unstorable: nothing to decide.
+    assert_eq!(
+        s.decide_device_code("CCCCCCCC", Some(approval("family-c")), T0 + 60)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.decide_device_code("ZZZZZZZZ", None, T0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.decide_device_code("CCCC\0CCC", None, T0).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.poll_device_code("dev-c", T0 + 60).await.unwrap(),
+        DevicePoll::Expired(DeviceCodeRecord {
+            status: DeviceStatus::Pending,
+            decided_at: None,
+            ..
+        })
+    ));
+
+    // An approval that cannot be stored is refused before anything changes.
+    let d = device("dev-d", "DDDDDDDD", T0 + 600);
+    s.create_device_code(&d).await.unwrap();
+    for (bad, field) in [
+        (
+            DeviceApproval {
+                subject: "s\0".to_owned(),
+                ..approval("family-d")
+            },
+            "subject",
+        ),
+        (
+            DeviceApproval {
+                username: "u\0".to_owned(),
+                ..approval("family-d")
+            },
+            "username",
+        ),
+        (approval("family\0"), "family_id"),
+    ] {
+        let err = s
+            .decide_device_code("DDDDDDDD", Some(bad), T0 + 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { field: f, .. } if f == field),
+            "{field}: {err:?}"
+        );
+    }
+    assert_eq!(
+        s.get_device_by_user_code("DDDDDDDD", T0 + 1).await.unwrap(),
+        Some(device_record(&d))
+    );
+}
+
+pub(crate) async fn devices_poll_state_machine(ctx: Ctx) {
+    let s = &ctx.store;
+    assert_eq!(
+        s.poll_device_code("nope", T0).await.unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(
+        s.poll_device_code("dev\0", T0).await.unwrap(),
+        DevicePoll::NotFound
+    );
+
+    let new = device("dev-1", "BCDFGHJK", T0 + 600);
+    s.create_device_code(&new).await.unwrap();
+    let pending = |last_polled_at, interval_secs| DeviceCodeRecord {
+        last_polled_at: Some(last_polled_at),
+        interval_secs,
+        ..device_record(&new)
+    };
+
+    // The first poll is never too soon.
+    assert_eq!(
+        s.poll_device_code("dev-1", T0).await.unwrap(),
+        DevicePoll::Pending(pending(T0, 5))
+    );
+    // Too soon: the interval grows by 5 s and the poll counts.
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 4).await.unwrap(),
+        DevicePoll::SlowDown(pending(T0 + 4, 10))
+    );
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 13).await.unwrap(),
+        DevicePoll::SlowDown(pending(T0 + 13, 15))
+    );
+    // Exactly one (grown) interval later is fine, and the interval stays grown.
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 28).await.unwrap(),
+        DevicePoll::Pending(pending(T0 + 28, 15))
+    );
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0 + 28)
+            .await
+            .unwrap(),
+        Some(pending(T0 + 28, 15))
+    );
+
+    let approved = s
+        .decide_device_code("BCDFGHJK", Some(approval("family-1")), T0 + 30)
+        .await
+        .unwrap()
+        .unwrap();
+    // Approved, but polled too soon: slow down first, no redemption.
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 31).await.unwrap(),
+        DevicePoll::SlowDown(DeviceCodeRecord {
+            last_polled_at: Some(T0 + 31),
+            interval_secs: 20,
+            ..approved.clone()
+        })
+    );
+    let redeemed = DeviceCodeRecord {
+        status: DeviceStatus::Redeemed,
+        last_polled_at: Some(T0 + 51),
+        interval_secs: 20,
+        ..approved.clone()
+    };
+    assert_eq!(
+        s.poll_device_code("dev-1", T0 + 51).await.unwrap(),
+        DevicePoll::Redeemed(redeemed.clone())
+    );
+    assert_eq!(redeemed.subject, "subject-alice");
+    assert_eq!(redeemed.family_id, "family-1");
+    assert_eq!(redeemed.auth_time, T0 - 30);
+    assert_eq!(redeemed.decided_at, Some(T0 + 30));
+    // Every later poll, soon, late or after expiry, is told it was redeemed, and nothing changes.
+    for now in [T0 + 52, T0 + 100, T0 + 600, T0 + 10_000] {
+        assert_eq!(
+            s.poll_device_code("dev-1", now).await.unwrap(),
+            DevicePoll::AlreadyRedeemed(redeemed.clone())
+        );
+    }
+    assert_eq!(
+        s.get_device_by_user_code("BCDFGHJK", T0 + 599)
+            .await
+            .unwrap(),
+        Some(redeemed)
+    );
+
+    // Denied: each poll (at the interval) says so.
+    let denied_new = device("dev-2", "MNPQRSTV", T0 + 600);
+    s.create_device_code(&denied_new).await.unwrap();
+    s.decide_device_code("MNPQRSTV", None, T0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    for now in [T0 + 2, T0 + 7] {
+        assert_eq!(
+            s.poll_device_code("dev-2", now).await.unwrap(),
+            DevicePoll::Denied(DeviceCodeRecord {
+                status: DeviceStatus::Denied,
+                decided_at: Some(T0 + 1),
+                last_polled_at: Some(now),
+                ..device_record(&denied_new)
+            })
+        );
+    }
+
+    // Expired (at expires_at): reported before the slow-down check, with nothing changed, even if approved.
+    let late = device("dev-3", "WXZBCDFG", T0 + 60);
+    s.create_device_code(&late).await.unwrap();
+    s.poll_device_code("dev-3", T0 + 58).await.unwrap();
+    let approved_late = s
+        .decide_device_code("WXZBCDFG", Some(approval("family-3")), T0 + 59)
+        .await
+        .unwrap()
+        .unwrap();
+    for now in [T0 + 60, T0 + 61, T0 + 1000] {
+        assert_eq!(
+            s.poll_device_code("dev-3", now).await.unwrap(),
+            DevicePoll::Expired(approved_late.clone())
+        );
+    }
+    assert_eq!(approved_late.last_polled_at, Some(T0 + 58));
+}
+
+/// Several replicas polling one approved code at once: exactly one redeems it.
+pub(crate) async fn devices_concurrent_polls_redeem_once(ctx: Ctx) {
+    for round in 0..5 {
+        let hash = format!("race-{round}");
+        let user_code = format!("RACE{round:04}");
+        ctx.store
+            .create_device_code(&device(&hash, &user_code, T0 + 600))
+            .await
+            .unwrap();
+        ctx.store
+            .decide_device_code(&user_code, Some(approval("family-race")), T0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = Arc::clone(&ctx.store);
+                let hash = hash.clone();
+                tokio::spawn(async move { s.poll_device_code(&hash, T0 + 10).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap().unwrap());
+        }
+        let redeemed: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                DevicePoll::Redeemed(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(redeemed.len(), 1, "{outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| matches!(
+                o,
+                DevicePoll::Redeemed(_) | DevicePoll::AlreadyRedeemed(_) | DevicePoll::SlowDown(_)
+            )),
+            "{outcomes:?}"
+        );
+        // Redeemed is checked before the interval, so no loser sees anything but the redemption.
+        for o in &outcomes {
+            if let DevicePoll::AlreadyRedeemed(r) = o {
+                assert_eq!(r, &redeemed[0]);
+            }
+        }
+        assert_eq!(redeemed[0].family_id, "family-race");
+        assert_eq!(redeemed[0].status, DeviceStatus::Redeemed);
+    }
+}
+
+/// Concurrent decisions of one code, and concurrent creations with one user code: one winner each.
+pub(crate) async fn devices_concurrent_decide_and_create(ctx: Ctx) {
+    for round in 0..3 {
+        let user_code = format!("DECI{round:04}");
+        ctx.store
+            .create_device_code(&device(&format!("decide-{round}"), &user_code, T0 + 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let s = Arc::clone(&ctx.store);
+                let user_code = user_code.clone();
+                let decision = (i % 2 == 0).then(|| approval(&format!("family-{i}")));
+                tokio::spawn(
+                    async move { s.decide_device_code(&user_code, decision, T0 + 1).await },
+                )
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(record) = task.await.unwrap().unwrap() {
+                winners.push(record);
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        assert_eq!(
+            ctx.store
+                .get_device_by_user_code(&user_code, T0 + 2)
+                .await
+                .unwrap(),
+            Some(winners.remove(0))
+        );
+
+        // An expired holder of the user code exists, so every creator also tries to delete it.
+        let shared = format!("SHAR{round:04}");
+        ctx.store
+            .create_device_code(&device(&format!("old-{round}"), &shared, T0 + 5))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let s = Arc::clone(&ctx.store);
+                let new = NewDeviceCode {
+                    created_at: T0 + 5,
+                    ..device(&format!("new-{round}-{i}"), &shared, T0 + 600)
+                };
+                tokio::spawn(async move { s.create_device_code(&new).await })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => created += 1,
+                Err(StoreError::AlreadyExists {
+                    entity: "user code",
+                    key,
+                }) => assert_eq!(key, shared),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(created, 1);
+        assert_eq!(
+            ctx.store
+                .poll_device_code(&format!("old-{round}"), T0 + 5)
+                .await
+                .unwrap(),
+            DevicePoll::NotFound
+        );
+    }
+}
+
+pub(crate) async fn devices_purge(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_device_code(&device("a", "AAAAAAAA", T0 + 10))
+        .await
+        .unwrap();
+    s.create_device_code(&device("b", "BBBBBBBB", T0 + 20))
+        .await
+        .unwrap();
+    s.create_device_code(&device("c", "CCCCCCCC", T0 + 30))
+        .await
+        .unwrap();
+    s.decide_device_code("AAAAAAAA", Some(approval("f")), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        s.poll_device_code("a", T0).await.unwrap(),
+        DevicePoll::Redeemed(_)
+    ));
+    assert_eq!(s.purge_expired_device_codes(T0 + 10).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_device_codes(T0 + 11).await.unwrap(), 1);
+    assert_eq!(
+        s.poll_device_code("a", T0 + 11).await.unwrap(),
+        DevicePoll::NotFound
+    );
+    assert!(matches!(
+        s.poll_device_code("b", T0 + 11).await.unwrap(),
+        DevicePoll::Pending(_)
+    ));
+    assert_eq!(s.purge_expired_device_codes(T0 + 21).await.unwrap(), 1);
+    assert!(
+        s.get_device_by_user_code("CCCCCCCC", T0 + 21)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.purge_expired_device_codes(i64::MAX).await.unwrap(), 1);
+    assert_eq!(s.purge_expired_device_codes(i64::MAX).await.unwrap(), 0);
 }
