@@ -1,4 +1,4 @@
-//! Shared pieces of the flyteauth benchmarks (`validation`, `http`, `memory`).
+//! Shared pieces of the flyteauth benchmarks (`validation`, `http`, `grants`, `memory`).
 //!
 //! Every benchmark compares against a baseline measured in the same process or the same run and
 //! reports ratios, because absolute figures on a shared 2-core machine move from run to run while
@@ -7,7 +7,10 @@
 pub mod client;
 pub mod cpu;
 pub mod fixture;
+pub mod grant_fixture;
+pub mod inproc;
 pub mod stats;
+pub mod wrk;
 
 use std::time::Duration;
 

@@ -16,19 +16,16 @@
 //! `--connections N` (16), `--warmup SECS` per route (2); `--serve-only SECS` just serves for that
 //! long and prints a wrk command line (for profiling with `perf record -p`).
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use flyteauth_bench::stats::{median, range, verdict};
-use flyteauth_bench::{arg, client, cpu, fixture};
-use flyteauth_server::serve::{self, ServeOptions};
-use flyteauth_server::{app, listener, telemetry};
-use tokio::sync::oneshot;
+use flyteauth_bench::wrk::{self, Load, LoadCpu, Summary, WrkRun};
+use flyteauth_bench::{arg, client, fixture, inproc};
+use flyteauth_server::telemetry;
 
 const TARGET_RATIO: f64 = 0.70;
 const EMPTY_PATH: &str = "/bench/empty";
@@ -42,168 +39,6 @@ fn bench_routes() -> Router {
     Router::new().route(EMPTY_PATH, get(empty))
 }
 
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-/// Builds and starts the server on the current runtime.
-async fn start() -> anyhow::Result<Running> {
-    let dir = tempfile::tempdir()?;
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = tcp.local_addr()?;
-    flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets"))?;
-    let config_file = fixture::write_config(addr.port(), dir.path())?;
-    let prepared = serve::prepare(&ServeOptions {
-        config_file: Some(config_file),
-        ..ServeOptions::default()
-    })?;
-    let read_header_timeout =
-        Duration::from_secs(prepared.config.server.read_header_timeout_seconds.max(1));
-    let server = serve::build(prepared).await?;
-
-    // The production service plus the bench route, behind the same middleware.
-    let service = app::service_with(server.state, bench_routes());
-    let options = listener::ServeOptions {
-        read_header_timeout,
-        ..listener::ServeOptions::default()
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(listener::serve(
-        tcp,
-        None,
-        service,
-        async move {
-            let _ = stopped.await;
-        },
-        options,
-    ));
-    Ok(Running {
-        addr,
-        stop,
-        task,
-        _dir: dir,
-    })
-}
-
-/// What one wrk run reported.
-#[derive(Debug, Clone, Copy)]
-struct WrkRun {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    requests: u64,
-    /// CPU time of this process (the server; wrk is a separate process) per request.
-    cpu_us: f64,
-}
-
-fn parse_duration_us(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let scale = match unit {
-        "us" => 1.0,
-        "ms" => 1_000.0,
-        "s" => 1_000_000.0,
-        "m" => 60_000_000.0,
-        _ => return None,
-    };
-    Some(value * scale)
-}
-
-fn parse_wrk(output: &str) -> anyhow::Result<WrkRun> {
-    let mut rps = None;
-    let mut p50 = None;
-    let mut p99 = None;
-    let mut requests = None;
-    for line in output.lines() {
-        let line = line.trim();
-        if let Some(rest) = line.strip_prefix("Requests/sec:") {
-            rps = rest.trim().parse::<f64>().ok();
-        } else if let Some(rest) = line.strip_prefix("50%") {
-            p50 = parse_duration_us(rest);
-        } else if let Some(rest) = line.strip_prefix("99%") {
-            p99 = parse_duration_us(rest);
-        } else if line.contains("requests in") {
-            requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
-        } else if line.starts_with("Non-2xx or 3xx responses") {
-            bail!("wrk saw error responses: {line}");
-        } else if line.starts_with("Socket errors") {
-            bail!("wrk saw socket errors: {line}");
-        }
-    }
-    Ok(WrkRun {
-        rps: rps.context("no Requests/sec in wrk output")?,
-        p50_us: p50.context("no 50% latency in wrk output")?,
-        p99_us: p99.context("no 99% latency in wrk output")?,
-        requests: requests.context("no request count in wrk output")?,
-        cpu_us: f64::NAN,
-    })
-}
-
-/// Where the load generator runs: its own CPU (`taskset -c N wrk …`) or wherever the scheduler puts it.
-#[derive(Clone, Copy)]
-struct LoadCpu(Option<usize>);
-
-impl LoadCpu {
-    fn command(self) -> Command {
-        match self.0 {
-            Some(cpu) => {
-                let mut command = Command::new("taskset");
-                command.args(["-c", &cpu.to_string(), "wrk"]);
-                command
-            }
-            None => Command::new("wrk"),
-        }
-    }
-}
-
-fn wrk(
-    load_cpu: LoadCpu,
-    url: &str,
-    bearer: &str,
-    connections: u32,
-    seconds: u64,
-) -> anyhow::Result<WrkRun> {
-    let cpu_before = cpu::snapshot()?;
-    let mut child = load_cpu
-        .command()
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
-        .args(["--latency", "--timeout", "5s", "-H", bearer, url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run wrk (apt-get install wrk)")?;
-    let deadline = Instant::now() + Duration::from_secs(seconds + 15);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("wrk did not finish within {seconds} s + 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed ({}): {stdout}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let cpu_ns = cpu::snapshot()?.since(&cpu_before);
-    let mut run = parse_wrk(&stdout).with_context(|| format!("wrk output:\n{stdout}"))?;
-    run.cpu_us = cpu_ns as f64 / 1_000.0 / run.requests.max(1) as f64;
-    Ok(run)
-}
-
 fn main() -> anyhow::Result<()> {
     flyteauth_bench::watchdog(Duration::from_secs(600), || {});
     let workers: usize = arg("--workers", 1)?;
@@ -214,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     // With `--wrk-cpu N` (scripts/bench: the server under `taskset -c 0`, wrk on CPU 1) neither side
     // migrates or steals the other's core, so both routes are measured under the same conditions.
     let wrk_cpu: i64 = arg("--wrk-cpu", -1)?;
-    let load_cpu = LoadCpu(usize::try_from(wrk_cpu).ok());
+    let load_cpu = LoadCpu::from_arg(wrk_cpu);
     let serve_only: u64 = arg("--serve-only", 0)?;
 
     // As `flyteauth serve` does: one crypto provider for the process, logging as configured
@@ -226,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         .thread_name("bench-server")
         .enable_all()
         .build()?;
-    let server = runtime.block_on(start())?;
+    let server = runtime.block_on(inproc::start(|_| bench_routes()))?;
     let addr = server.addr;
 
     let token = fixture::fetch_token(addr)?;
@@ -245,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         );
         println!("wrk -t1 -c{connections} -d10s -H '{bearer}' http://{addr}/me");
         std::thread::sleep(Duration::from_secs(serve_only));
-        let _ = server.stop.send(());
+        server.abandon();
         return Ok(());
     }
     let base = format!("http://{addr}");
@@ -259,8 +94,21 @@ fn main() -> anyhow::Result<()> {
          the same {}-byte bearer token is sent to every route",
         token.len()
     );
+    let headers = [bearer];
+    let load = |url: &str, seconds: u64| -> anyhow::Result<WrkRun> {
+        wrk::run(
+            load_cpu,
+            &Load {
+                url,
+                headers: &headers,
+                script: None,
+                connections,
+                seconds,
+            },
+        )
+    };
     for (_, url) in &routes {
-        wrk(load_cpu, url, &bearer, connections, warmup)?;
+        load(url, warmup)?;
     }
 
     let mut results: Vec<Vec<WrkRun>> = vec![Vec::new(); routes.len()];
@@ -269,13 +117,7 @@ fn main() -> anyhow::Result<()> {
         let mut line = format!("round {}:", round + 1);
         for k in 0..routes.len() {
             let index = (round + k) % routes.len();
-            results[index].push(wrk(
-                load_cpu,
-                &routes[index].1,
-                &bearer,
-                connections,
-                seconds,
-            )?);
+            results[index].push(load(&routes[index].1, seconds)?);
         }
         for (index, (name, _)) in routes.iter().enumerate() {
             let r = results[index][round];
@@ -291,15 +133,7 @@ fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
 
-    let _ = server.stop.send(());
-    let stopped = runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(30), server.task).await });
-    match stopped {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => bail!("server failed: {e}"),
-        Ok(Err(e)) => bail!("server task failed: {e}"),
-        Err(_) => bail!("server did not stop within 30 s"),
-    }
+    server.stop(&runtime)?;
 
     let medians: Vec<Summary> = results.iter().map(|runs| Summary::of(runs)).collect();
     let (me, empty) = (medians[0], medians[1]);
@@ -356,44 +190,4 @@ fn main() -> anyhow::Result<()> {
     println!("RESULT http.ratio_range {lo:.3}..{hi:.3}");
     println!("RESULT http.verdict {}", verdict(ratio >= TARGET_RATIO));
     Ok(())
-}
-
-/// Medians over the rounds of one route.
-#[derive(Debug, Clone, Copy)]
-struct Summary {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us: f64,
-}
-
-impl Summary {
-    fn of(runs: &[WrkRun]) -> Self {
-        let m = |f: fn(&WrkRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        Self {
-            rps: m(|r| r.rps),
-            p50_us: m(|r| r.p50_us),
-            p99_us: m(|r| r.p99_us),
-            cpu_us: m(|r| r.cpu_us),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk_output() {
-        let out = "Running 5s test @ http://127.0.0.1:1/me\n  1 threads and 16 connections\n  \
-                   Latency Distribution\n     50%  251.00us\n     75%  300.00us\n     90%  1.20ms\n     \
-                   99%    2.50ms\n  123456 requests in 5.00s, 10.00MB read\nRequests/sec:  24691.20\n\
-                   Transfer/sec:      2.00MB\n";
-        let run = parse_wrk(out).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(run.rps, 24691.20);
-        assert_eq!(run.p50_us, 251.0);
-        assert_eq!(run.p99_us, 2500.0);
-        assert_eq!(run.requests, 123456);
-        assert!(parse_wrk("Non-2xx or 3xx responses: 5\nRequests/sec: 1\n").is_err());
-    }
 }

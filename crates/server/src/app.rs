@@ -55,6 +55,28 @@ fn oauth_routes() -> Router<AppState> {
         )
 }
 
+/// Runs the rest of the request on a task of its own, so a client that disconnects cannot cancel it half-way.
+///
+/// The OAuth and browser routes write to the store (redeeming a code, rotating a refresh token, starting a
+/// session). Dropping such a request in the middle of a database transaction would leave the work half done,
+/// and with SQLite it can leave the pooled connection unusable (sqlx cannot clean up a transaction whose
+/// `BEGIN` was interrupted). Read-only routes (`/me`, the RPCs) do not pay for the extra task.
+async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a request task failed");
+            crate::error::oauth_error_response(
+                flyteauth_core::oauth::ErrorCode::ServerError,
+                "the server could not complete the request",
+            )
+        }
+    }
+}
+
 /// The browser routes of the embedded identity provider.
 fn web_routes() -> Router<AppState> {
     Router::new()
@@ -146,8 +168,11 @@ fn http_router(state: AppState, extra: Router) -> Router {
         async move { store.ping().await }
     };
     Router::new()
-        .merge(oauth_routes())
-        .merge(web_routes())
+        .merge(
+            oauth_routes()
+                .merge(web_routes())
+                .layer(axum::middleware::from_fn(run_to_completion)),
+        )
         .merge(flyte_http_routes())
         .merge(rpc::connect_routes::router(max_body_bytes))
         .with_state(state)
