@@ -409,52 +409,22 @@ async fn authorization_code(
         now,
     )?;
     let user = active_user(state, &record.subject).await?;
-    let refresh_token = if grants_offline(&record.scopes) {
-        let (token, new) = new_refresh_token(
-            state,
-            client,
-            &user,
-            &record.family_id,
-            &record.scopes,
-            &record.audience,
-            record.auth_time,
-        );
-        state
-            .store
-            .create_refresh_token(&new)
-            .await
-            .map_err(ApiError::internal)?;
-        Some(token)
-    } else {
-        None
+    let login = Login {
+        family_id: &record.family_id,
+        scopes: &record.scopes,
+        audience: &record.audience,
+        auth_time: record.auth_time,
+        nonce: Some(record.nonce.as_str()).filter(|n| !n.is_empty()),
     };
-    let nonce = Some(record.nonce.as_str()).filter(|n| !n.is_empty());
-    let issued = mint_for_user(
+    issue_for_login(
         state,
-        &UserGrant {
-            client,
-            user: &user,
-            scopes: record.scopes.clone(),
-            audience: record.audience.clone(),
-            family_id: &record.family_id,
-            auth_time: record.auth_time,
-            nonce,
-            refresh_token,
-        },
-    )?;
-    audit::record(
-        state,
-        Event {
-            kind: "token.issued",
-            client_id: &client.id,
-            subject: &user.subject,
-            outcome: "success",
-            peer,
-            detail: serde_json::json!({"grant_type": "authorization_code", "family_id": record.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
-        },
+        client,
+        &user,
+        &login,
+        grant::AUTHORIZATION_CODE,
+        peer,
     )
-    .await;
-    Ok(issued)
+    .await
 }
 
 /// The device grant's token request (RFC 8628 §3.4–3.5): the device polls until the person decides.
@@ -510,15 +480,44 @@ async fn device_code_grant(
         ));
     }
     let user = active_user(state, &record.subject).await?;
-    let refresh_token = if grants_offline(&record.scopes) {
+    let login = Login {
+        family_id: &record.family_id,
+        scopes: &record.scopes,
+        audience: &record.audience,
+        auth_time: record.auth_time,
+        nonce: None,
+    };
+    issue_for_login(state, client, &user, &login, grant::DEVICE_CODE, peer).await
+}
+
+/// A person's login as a code or an approved device records it.
+struct Login<'a> {
+    family_id: &'a str,
+    scopes: &'a [String],
+    audience: &'a [String],
+    auth_time: i64,
+    nonce: Option<&'a str>,
+}
+
+/// The first tokens of a login (authorization code, device code): a refresh token of its family when
+/// `offline` was granted, the access token, an ID token for `openid`, and the audit event.
+async fn issue_for_login(
+    state: &AppState,
+    client: &Client,
+    user: &UserRecord,
+    login: &Login<'_>,
+    grant_type: &'static str,
+    peer: Option<SocketAddr>,
+) -> Result<Issued, ApiError> {
+    let refresh_token = if grants_offline(login.scopes) {
         let (token, new) = new_refresh_token(
             state,
             client,
-            &user,
-            &record.family_id,
-            &record.scopes,
-            &record.audience,
-            record.auth_time,
+            user,
+            login.family_id,
+            login.scopes,
+            login.audience,
+            login.auth_time,
         );
         state
             .store
@@ -533,12 +532,12 @@ async fn device_code_grant(
         state,
         &UserGrant {
             client,
-            user: &user,
-            scopes: record.scopes.clone(),
-            audience: record.audience.clone(),
-            family_id: &record.family_id,
-            auth_time: record.auth_time,
-            nonce: None,
+            user,
+            scopes: login.scopes.to_vec(),
+            audience: login.audience.to_vec(),
+            family_id: login.family_id,
+            auth_time: login.auth_time,
+            nonce: login.nonce,
             refresh_token,
         },
     )?;
@@ -550,7 +549,7 @@ async fn device_code_grant(
             subject: &user.subject,
             outcome: "success",
             peer,
-            detail: serde_json::json!({"grant_type": grant::DEVICE_CODE, "family_id": record.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
+            detail: serde_json::json!({"grant_type": grant_type, "family_id": login.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
         },
     )
     .await;

@@ -9,11 +9,11 @@ use crate::error::PageError;
 use crate::form;
 use crate::opaque;
 use crate::state::AppState;
-use crate::web::session;
+use crate::web::{see_other, session};
 use axum::Extension;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use flyteauth_core::authorize::{self, AuthorizationRequest, RedirectableError};
 use flyteauth_core::metadata::{AUTHORIZE_PATH, LOGIN_PATH};
 use flyteauth_core::oauth::{ErrorCode, OAuthError};
@@ -166,22 +166,6 @@ fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
         out.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
     }
     out
-}
-
-fn see_other(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(value) => {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(header::LOCATION, value);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(_) => {
-            PageError::internal("a redirect location is not a valid header value").into_response()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use crate::form;
 use crate::state::AppState;
 use crate::web::cookies::{self, CSRF_COOKIE};
 use crate::web::pages::{self, DeviceApproval};
+use crate::web::see_other;
 use crate::web::session::{self, LoggedIn};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use flyteauth_core::device::{display_user_code, normalize_user_code};
 use flyteauth_core::metadata::{ACTIVATE_PATH, LOGIN_PATH};
 use flyteauth_store::{DeviceApproval as Approval, DeviceStatus};
@@ -27,17 +28,6 @@ pub const MAX_ACTIVATE_FORM_BYTES: usize = 4 * 1024;
 
 const INVALID_CODE: &str =
     "That code is not valid, or it has expired. Check the code in your terminal.";
-
-fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 /// To the login page, and back to `return_to` afterwards.
 fn to_login(return_to: &str) -> Response {

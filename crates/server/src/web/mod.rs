@@ -12,3 +12,23 @@ pub mod login;
 pub mod pages;
 pub mod session;
 pub mod throttle;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// `303 See Other` to `location` (a path on this server or an already verified redirect URI), never cached.
+pub fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::LOCATION, value);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => {
+            crate::error::PageError::internal("a redirect location is not a valid header value")
+                .into_response()
+        }
+    }
+}
