@@ -66,6 +66,33 @@ impl Browser {
         }
     }
 
+    /// A browser with an empty cookie jar whose connections come from `local` (e.g. `127.0.0.2`, another
+    /// loopback address), so the server sees another client address.
+    pub fn from_address(server: &TestServer, local: std::net::IpAddr) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(local)
+                .build()
+                .unwrap(),
+            base: server.base.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    /// The same person (this browser's cookies) on another machine, whose connections come from `local`.
+    pub fn moved_to(&self, local: std::net::IpAddr) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(local)
+                .build()
+                .unwrap(),
+            base: self.base.clone(),
+            cookies: self.cookies.clone(),
+        }
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .iter()

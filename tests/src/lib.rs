@@ -262,3 +262,162 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
 }
+
+/// Environment variable naming the PostgreSQL server (a superuser URL without password) that
+/// [`PostgresDatabase::create`] makes databases on; `scripts/test-all` sets it.
+pub const POSTGRES_URL_VAR: &str = "FLYTEAUTH_TEST_POSTGRES_URL";
+
+/// A fresh, empty PostgreSQL database for servers started with [`TestServer::start_on`].
+pub struct PostgresDatabase {
+    server_url: String,
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+}
+
+impl PostgresDatabase {
+    /// Creates a database with a unique name on the server named by [`POSTGRES_URL_VAR`]; panics when the
+    /// variable is unset (these tests are never skipped silently).
+    pub async fn create() -> Self {
+        use sqlx::{Connection, Executor};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let server_url = match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => panic!(
+                "{POSTGRES_URL_VAR} is not set, so this PostgreSQL test cannot run.\n\
+                 Start a throwaway server and point the tests at it:\n\
+                 \n    export {POSTGRES_URL_VAR}=$(scripts/pg-throwaway start /tmp/flyteauth-pg 55432)\n\
+                 \x20   cargo nextest run -p flyteauth-tests\n\
+                 \x20   scripts/pg-throwaway stop /tmp/flyteauth-pg\n"
+            ),
+        };
+        let url = reqwest::Url::parse(&server_url)
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a URL: {e}"));
+        let host = url
+            .host_str()
+            .unwrap_or_else(|| panic!("{POSTGRES_URL_VAR} names no host"))
+            .to_owned();
+        let port = url.port().unwrap_or(5432);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "flyteauth_it_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::postgres::PgConnection::connect(&server_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        let _ = admin.close().await;
+        Self {
+            server_url,
+            host,
+            port,
+            name,
+        }
+    }
+
+    /// The `database:` section of a server configuration that uses this database.
+    pub fn config_section(&self) -> String {
+        format!(
+            "database:\n  postgres:\n    host: {}\n    port: {}\n    dbname: {}\n    username: postgres\n    options: sslmode=disable\n",
+            self.host, self.port, self.name
+        )
+    }
+
+    /// Drops the database (servers using it must have stopped).
+    pub async fn drop_database(self) {
+        use sqlx::{Connection, Executor};
+        let mut admin = sqlx::postgres::PgConnection::connect(&self.server_url)
+            .await
+            .unwrap();
+        admin
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name).as_str())
+            .await
+            .unwrap_or_else(|e| panic!("dropping test database {}: {e}", self.name));
+        let _ = admin.close().await;
+    }
+}
+
+/// How [`TestServer::start_on`] starts a server; the default is what [`TestServer::start`] does.
+#[derive(Default)]
+pub struct StartOptions<'a> {
+    /// Lines added to the `flyteauth:` section, as for [`TestServer::start_with`].
+    pub flyteauth_extra: &'a str,
+    /// Use this PostgreSQL database instead of a SQLite file in the data directory.
+    pub postgres: Option<&'a PostgresDatabase>,
+    /// Use this existing secrets directory (e.g. another instance's [`TestServer::secrets_dir`]) instead of a
+    /// fresh one, so both instances sign and verify with the same keys.
+    pub secrets_dir: Option<PathBuf>,
+    /// The public URL (first authorized URI, hence issuer and audience) instead of the server's own address:
+    /// replicas behind one load balancer share it, e.g. another instance's `base`.
+    pub public_url: Option<String>,
+}
+
+impl TestServer {
+    /// Starts a server as `options` say: another database, or the secrets of another instance.
+    pub async fn start_on(options: &StartOptions<'_>) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let own_secrets = dir.path().join("secrets");
+        let secrets = match &options.secrets_dir {
+            Some(shared) => shared.clone(),
+            None => {
+                flyteauth_core::secrets::write_fresh_set(&own_secrets).unwrap();
+                own_secrets
+            }
+        };
+        let mut yaml = config_yaml_with(addr.port(), dir.path(), options.flyteauth_extra);
+        if let Some(db) = options.postgres {
+            let sqlite = format!(
+                "database:\n  sqlite:\n    file: {}/flyteauth.db\n",
+                dir.path().display()
+            );
+            assert!(yaml.contains(&sqlite), "harness configuration changed");
+            yaml = yaml.replace(&sqlite, &db.config_section());
+        }
+        if let Some(public) = &options.public_url {
+            let own = format!("authorizedUris:\n    - http://127.0.0.1:{}\n", addr.port());
+            assert!(yaml.contains(&own), "harness configuration changed");
+            yaml = yaml.replace(&own, &format!("authorizedUris:\n    - {public}\n"));
+        }
+        let prefix = format!("secrets-prefix: {}/secrets\n", dir.path().display());
+        assert!(yaml.contains(&prefix), "harness configuration changed");
+        yaml = yaml.replace(&prefix, &format!("secrets-prefix: {}\n", secrets.display()));
+        let config_file = dir.path().join("flyteauth.yaml");
+        std::fs::write(&config_file, yaml).unwrap();
+        let prepared = serve::prepare(&ServeOptions {
+            config_file: Some(config_file),
+            ..ServeOptions::default()
+        })
+        .unwrap();
+        let server = serve::build(prepared).await.unwrap();
+        let state = server.state.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(tcp, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            state,
+            addr,
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}
