@@ -28,7 +28,8 @@ color:#1d2330;margin:0}main{max-width:26rem;margin:8vh auto;background:#fff;bord
 box-shadow:0 2px 12px rgba(0,0,0,.08);padding:2rem 2.2rem}h1{font-size:1.35rem;margin:0 0 1.2rem}\
 p{line-height:1.45}label{display:block;font-weight:600;margin:1rem 0 .3rem}\
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #b9bfcc;\
-border-radius:6px;font-size:1rem}button{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:6px;\
+border-radius:6px;font-size:1rem}input:focus{outline:2px solid #4a3ab5;outline-offset:1px;border-color:#4a3ab5}\
+button{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:6px;\
 background:#4a3ab5;color:#fff;font-size:1rem;font-weight:600;cursor:pointer}\
 button.secondary{background:#e4e6eb;color:#1d2330;margin-top:.6rem}\
 .error{background:#fdecec;color:#8a1c1c;border:1px solid #f3b8b8;border-radius:6px;padding:.6rem .8rem}\
@@ -105,13 +106,16 @@ pub fn login_page(form: &LoginForm<'_>) -> String {
 <input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
 <label for=\"username\">User name</label>\
 <input type=\"text\" id=\"username\" name=\"username\" value=\"{username}\" autocomplete=\"username\" \
-autocapitalize=\"none\" spellcheck=\"false\" required autofocus>\
+autocapitalize=\"none\" spellcheck=\"false\" required{focus_user}>\
 <label for=\"password\">Password</label>\
-<input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+<input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required{focus_password}>\
 <button type=\"submit\">Sign in</button></form>",
         csrf = escape(form.csrf_token),
         return_to = escape(form.return_to),
         username = escape(form.username),
+        // After a failed attempt the name is filled in: the password is what to type next.
+        focus_user = if form.username.is_empty() { " autofocus" } else { "" },
+        focus_password = if form.username.is_empty() { "" } else { " autofocus" },
     );
     layout("Sign in", &body)
 }
@@ -182,7 +186,7 @@ pub fn error_page(title: &str, message: &str, hint: Option<&str>) -> String {
         .map(|h| format!("<p class=\"muted\">{}</p>", escape(h)))
         .unwrap_or_default();
     let body = format!(
-        "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>{hint}",
+        "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>{hint}<p class=\"muted\"><a href=\"/\">flyteauth home</a></p>",
         escape(title),
         escape(message)
     );
