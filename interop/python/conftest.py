@@ -18,6 +18,10 @@ from login_harness import ScriptedPerson
 
 # Refresh-token reuse grace of the login server: short, so a test can outwait it.
 LOGIN_REFRESH_REUSE_GRACE = "1s"
+# Device-flow polling interval of the device servers (the default 5s would make each login take longer).
+DEVICE_INTERVAL = "1s"
+# Device-code lifetime of the server on which codes expire before anyone approves them.
+SHORT_DEVICE_CODE_LIFETIME = "3s"
 
 
 def _serving(workdir: Path, start: Callable[[], Server]) -> Iterator[Server]:
@@ -77,6 +81,33 @@ def embedded_tls_login_server(tmp_path_factory: pytest.TempPathFactory, alice_us
     yield from _serving(workdir, lambda: start_embedded_server(workdir, tls=True, users=[alice_user]))
 
 
+@pytest.fixture(scope="module")
+def device_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server]:
+    """A plaintext flyteauth from a configuration file with alice and `flyteauth.device.interval` of 1s."""
+    workdir = tmp_path_factory.mktemp("flyteauth-device")
+    yield from _serving(
+        workdir,
+        lambda: start_server(
+            workdir, tls=False, users=[alice_user], extensions={"device": {"interval": DEVICE_INTERVAL}}
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def expiring_device_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server]:
+    """Like `device_server`, but device codes live only 3s (`flyteauth.device.codeLifetime`)."""
+    workdir = tmp_path_factory.mktemp("flyteauth-device-expiry")
+    yield from _serving(
+        workdir,
+        lambda: start_server(
+            workdir,
+            tls=False,
+            users=[alice_user],
+            extensions={"device": {"codeLifetime": SHORT_DEVICE_CODE_LIFETIME, "interval": DEVICE_INTERVAL}},
+        ),
+    )
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -91,16 +122,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 @pytest.fixture
-def new_person(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ScriptedPerson]:
+def new_person(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ScriptedPerson]]:
     """Makes a scripted person for this test whose log is attached to the report when the test fails."""
     made: list[ScriptedPerson] = []
     request.node.scripted_persons = made
 
-    def make(user: LocalUser, *, ca_file: Path | None = None, wrong_password_first: bool = False) -> ScriptedPerson:
+    def make(
+        user: LocalUser,
+        *,
+        ca_file: Path | None = None,
+        wrong_password_first: bool = False,
+        decision: str | None = None,
+        type_code: str | None = None,
+    ) -> ScriptedPerson:
         person = ScriptedPerson(
-            tmp_path / f"person-{len(made)}", user, ca_file=ca_file, wrong_password_first=wrong_password_first
+            tmp_path / f"person-{len(made)}",
+            user,
+            ca_file=ca_file,
+            wrong_password_first=wrong_password_first,
+            decision=decision,
+            type_code=type_code,
         )
         made.append(person)
         return person
 
-    return make
+    yield make
+    for person in made:
+        person.stop()

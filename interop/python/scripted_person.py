@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""A scripted person with a browser, for use as the `BROWSER` command of Python's `webbrowser`.
+"""A scripted person with a browser, for use as the `BROWSER` command of Python's `webbrowser`, or started
+directly on a URL (a device-flow verification link).
+
+    scripted_person.py URL               as `$BROWSER`: detach a copy of itself and exit 0 at once
+    scripted_person.py --foreground URL  visit URL in this process; exit 0 on success, 1 otherwise
 
 `webbrowser` runs `$BROWSER URL` and waits for it to exit; flytekit only starts its callback listener after
-that, so this program returns at once: it starts a detached copy of itself (new session, stdio to the log
-file) and exits 0. The copy then behaves as a person would: it opens URL, follows redirects by hand
-(keeping cookies), fills in and submits the login form it meets, and finally opens the SDK's loopback
-callback URL, retrying while that listener is not up yet. Only the standard library is used, so any
-Python 3.9+ can run it.
+that, so in the first form this program returns at once: it starts a detached copy of itself (new session,
+stdio to the log file) and exits 0. The visit then goes as a person's would: it opens URL, follows redirects
+by hand (keeping cookies), fills in and submits the login form it meets, and either opens the SDK's loopback
+callback URL (authorization-code flow), retrying while that listener is not up yet, or (device flow) types
+the user code if asked for it, presses the button of its decision on the confirmation page and reads the
+page that follows. Only the standard library is used, so any Python 3.9+ can run it.
 
 Environment:
   SCRIPTED_PERSON_USERNAME, SCRIPTED_PERSON_PASSWORD  what to type into the login form (required)
@@ -14,11 +19,16 @@ Environment:
   SCRIPTED_PERSON_CA         CA bundle to trust for https (default: the system's)
   SCRIPTED_PERSON_WRONG_PASSWORD_FIRST=1  submit a wrong password first and expect the form again (401)
                              with a readable error, then the right one
+  SCRIPTED_PERSON_DECISION   approve|deny: the value (or label) of the submit button to press on a form
+                             with several submit buttons, such as a device confirmation page
+  SCRIPTED_PERSON_TYPE_CODE  a user code (XXXX-XXXX): open URL without its `user_code` parameter and type the
+                             code into the page's `user_code` field instead
   SCRIPTED_PERSON_TIMEOUT    seconds the whole visit may take (default 60)
 
 The log has one line per request (`METHOD URL -> STATUS`, with the values of `code`, `state` and the
-password redacted) and ends with `RESULT: ok` or `RESULT: failed: <why>`; an unexpected page is logged
-with its title and text. The detached copy exits 0 on success and 1 otherwise.
+password redacted) and ends with `RESULT: ok` (after a callback), `RESULT: ok (page title 'T')` (after a
+decision, T being the title of the page it led to) or `RESULT: failed: <why>`; an unexpected page is
+logged with its title and text.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from html.parser import HTMLParser
 from typing import Optional, TextIO
 
 CHILD_FLAG = "--as-person"
+FOREGROUND_FLAG = "--foreground"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 CALLBACK_RETRY_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 15.0
@@ -68,6 +79,22 @@ class Form:
     def has_password(self) -> bool:
         return any(c.get("type", "").lower() == "password" for c in self.controls)
 
+    def submit_buttons(self) -> list[dict[str, str]]:
+        """The controls that submit the form when pressed, in document order (disabled ones left out)."""
+        return [
+            c
+            for c in self.controls
+            if c.get("type", "").lower() in ("submit", "image") and "disabled" not in c
+        ]
+
+    def typed_field(self, name: str) -> Optional[dict[str, str]]:
+        """The control called `name` that a person types into (text-like input or textarea), if any."""
+        for c in self.controls:
+            if c.get("name") == name and "disabled" not in c:
+                if c["tag"] == "textarea" or c.get("type", "").lower() in ("text", "search", "email", "tel"):
+                    return c
+        return None
+
     def __repr__(self) -> str:
         return f"Form(action={self.action!r}, method={self.method!r}, controls={self.controls!r})"
 
@@ -89,6 +116,7 @@ class PageParser(HTMLParser):
         # Stack of (tag, collecting-into-alert-index or None) for elements that are alerts.
         self._alert_stack: list[tuple[str, int]] = []
         self._textarea: Optional[dict[str, str]] = None
+        self._button: Optional[dict[str, str]] = None
 
     # Attributes as a dict with lower-case names; a value-less attribute maps to "".
     @staticmethod
@@ -115,6 +143,9 @@ class PageParser(HTMLParser):
             if tag == "textarea":
                 control["value"] = ""
                 self._textarea = control
+            elif tag == "button":
+                control["label"] = ""
+                self._button = control
         if tag not in VOID_TAGS:
             classes = a.get("class", "").lower().split()
             if a.get("role", "").lower() == "alert" or "error" in classes or "alert" in classes:
@@ -136,6 +167,8 @@ class PageParser(HTMLParser):
             self._form = None
         elif tag == "textarea":
             self._textarea = None
+        elif tag == "button":
+            self._button = None
         if self._alert_stack and self._alert_stack[-1][0] == tag:
             self._alert_stack.pop()
 
@@ -147,6 +180,8 @@ class PageParser(HTMLParser):
             return
         if self._textarea is not None:
             self._textarea["value"] += data
+        if self._button is not None:
+            self._button["label"] += data
         self._text.append(data)
         for _, index in self._alert_stack:
             self.alerts[index] += data
@@ -154,6 +189,13 @@ class PageParser(HTMLParser):
     @property
     def text(self) -> str:
         return collapse(" ".join(self._text))
+
+    def close(self) -> None:
+        super().close()
+        for form in self.forms:
+            for control in form.controls:
+                if "label" in control:
+                    control["label"] = collapse(control["label"])
 
 
 VOID_TAGS = frozenset(
@@ -186,12 +228,51 @@ def readable_error(page: PageParser) -> str:
     return page.text if ERROR_WORDS.search(page.text) else ""
 
 
-def form_fields(form: Form, username: str, password: str) -> list[tuple[str, str]]:
+def decision_button(form: Form, decision: str) -> Optional[dict[str, str]]:
+    """The submit button of `form` a person pressing `decision` clicks: the one whose value, else whose
+    label (or `alt`/`title`), equals `decision` ignoring case; None if there is no such button."""
+    wanted = decision.strip().lower()
+    buttons = form.submit_buttons()
+    for key in ("value", "label", "alt", "title"):
+        for button in buttons:
+            if collapse(button.get(key, "")).lower() == wanted:
+                return button
+    return None
+
+
+def is_decision_form(form: Form) -> bool:
+    """A form that asks for a choice: several submit buttons, or one named `decision`; never a login form."""
+    if form.has_password():
+        return False
+    buttons = form.submit_buttons()
+    return len(buttons) >= 2 or any(b.get("name") == "decision" for b in buttons)
+
+
+def decision_form(page: PageParser) -> Optional[Form]:
+    """The first form of `page` that asks for a decision, if any."""
+    return next((f for f in page.forms if is_decision_form(f)), None)
+
+
+def user_code_form(page: PageParser) -> Optional[Form]:
+    """The first form of `page` with a field to type a user code into (`user_code`), if any."""
+    return next((f for f in page.forms if f.typed_field("user_code") is not None and not f.has_password()), None)
+
+
+def form_fields(
+    form: Form,
+    username: str,
+    password: str,
+    submitter: Optional[dict[str, str]] = None,
+    typed: Optional[dict[str, str]] = None,
+) -> list[tuple[str, str]]:
     """What submitting `form` sends, as a browser would after the person typed username and password.
 
-    Hidden and pre-filled fields are copied, the first named submit button is "clicked", unchecked boxes
-    and disabled controls are left out.
+    Hidden and pre-filled fields are copied, the pressed submit button (`submitter`, one of the form's
+    controls; by default the first named one, as pressing Enter does) contributes its name=value and the
+    others nothing, unchecked boxes and disabled controls are left out. `typed` maps the names of
+    text-like fields to what the person types into them (replacing any pre-filled value).
     """
+    typed = typed or {}
     fields: list[tuple[str, str]] = []
     clicked = False
     for control in form.controls:
@@ -200,14 +281,17 @@ def form_fields(form: Form, username: str, password: str) -> list[tuple[str, str
             continue
         kind = control.get("type", "").lower()
         value = control.get("value", "")
-        if kind == "password":
-            fields.append((name, password))
-        elif name == "username" or (kind in ("text", "email") and control.get("autocomplete") == "username"):
-            fields.append((name, username))
-        elif kind in ("submit", "image"):
-            if not clicked:
+        if kind in ("submit", "image"):
+            pressed = control is submitter if submitter is not None else not clicked
+            if pressed:
                 fields.append((name, value))
                 clicked = True
+        elif kind == "password":
+            fields.append((name, password))
+        elif name in typed and kind not in ("hidden", "checkbox", "radio", "button", "reset", "file"):
+            fields.append((name, typed[name]))
+        elif name == "username" or (kind in ("text", "email") and control.get("autocomplete") == "username"):
+            fields.append((name, username))
         elif kind in ("checkbox", "radio"):
             if "checked" in control:
                 fields.append((name, value or "on"))
@@ -231,6 +315,13 @@ def form_request(form: Form, page_url: str, fields: list[tuple[str, str]]) -> tu
 
 # --------------------------------------------------------------------------------------------------
 # URLs
+
+
+def without_param(url: str, name: str) -> str:
+    """`url` without the query parameter `name` (the other parameters kept in order)."""
+    parts = urllib.parse.urlsplit(url)
+    pairs = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(pairs)))
 
 
 def redact_url(url: str) -> str:
@@ -312,8 +403,14 @@ class Person:
         )
         # The SDK's listener gets no cookies of the server (its port differs, but cookies ignore ports).
         self.plain = urllib.request.build_opener(no_proxy, PassThrough())
+        self.decision = (env.get("SCRIPTED_PERSON_DECISION") or "").strip()
+        self.type_code = (env.get("SCRIPTED_PERSON_TYPE_CODE") or "").strip()
         self.awaiting_wrong_answer = False
         self.submitted_right = False
+        self.typed_code = False
+        self.decided = ""
+        # The title of the page a decision led to (set when the visit ends there).
+        self.result_title: Optional[str] = None
 
     def log(self, line: str) -> None:
         self.log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
@@ -346,11 +443,17 @@ class Person:
     def visit(self, start_url: str) -> None:
         if not self.username or not self.password:
             raise Stop("SCRIPTED_PERSON_USERNAME and SCRIPTED_PERSON_PASSWORD must be set")
+        if self.type_code:
+            # The person was told the code, not given the link: the plain verification page is opened.
+            start_url = without_param(start_url, "user_code")
+            self.log(f"  will type the user code {self.type_code!r}; opening {redact_url(start_url)}")
         server_url = start_url
         method, url, body = "GET", start_url, None
         for _ in range(MAX_STEPS):
             self.remaining()
             if is_callback(url, server_url):
+                if self.decided:
+                    raise Stop(f"redirected to the loopback URL {redact_url(url)} after the decision")
                 self.open_callback(url)
                 return
             status, headers, text = self.fetch(self.browser, method, url, body)
@@ -366,41 +469,95 @@ class Person:
                 continue
             content_type = headers.get("Content-Type", "")
             page = parse_page(text) if "html" in content_type.lower() else None
-            form = login_form(page) if page is not None else None
             if page is not None:
                 self.log("  " + self.describe_page(status, page))
-            if form is None or status not in (200, 401):
-                if page is None:
-                    self.log(f"  body ({content_type or 'no content type'}): {collapse(text)[:PAGE_TEXT_CHARS]!r}")
-                raise Stop(f"unexpected page: {method} {redact_url(url)} answered {status}")
-            if self.awaiting_wrong_answer:
-                # The answer to the wrong password: the form again, 401, with a readable error.
-                self.awaiting_wrong_answer = False
-                if status != 401:
-                    raise Stop(f"a wrong password was answered with {status}, expected 401 and the form again")
-                message = readable_error(page)
-                if not message:
-                    raise Stop("the 401 login page shows no readable error message")
-                self.log(f"  wrong password refused as expected (401): {message!r}")
-                password = self.password
-                self.submitted_right = True
-            elif self.submitted_right:
-                raise Stop(f"the login form came back after submitting the right password (status {status})")
-            elif status == 401:
-                raise Stop("the login form came with 401 before any password was submitted")
-            elif self.wrong_first:
-                self.wrong_first = False
-                self.awaiting_wrong_answer = True
-                password = self.password + "-not-it"
-                self.log("  submitting a wrong password first")
             else:
-                password = self.password
-                self.submitted_right = True
-            fields = form_fields(form, self.username, password)
-            method, url, body = form_request(form, url, fields)
-            names = ", ".join(name for name, _ in fields)
-            self.log(f"  submitting the form as {self.username!r}: {method} {redact_url(url)} fields [{names}]")
-        raise Stop(f"more than {MAX_STEPS} steps without reaching the callback")
+                self.log(f"  body ({content_type or 'no content type'}): {collapse(text)[:PAGE_TEXT_CHARS]!r}")
+            if self.decided:
+                self.read_result(method, url, status, page)
+                return
+            if page is None:
+                raise Stop(f"unexpected page: {method} {redact_url(url)} answered {status}")
+            form = login_form(page)
+            if form is not None and status in (200, 401):
+                fields = self.login_fields(form, status, page)
+                method, url, body = form_request(form, url, fields)
+                names = ", ".join(name for name, _ in fields)
+                self.log(f"  submitting the form as {self.username!r}: {method} {redact_url(url)} fields [{names}]")
+                continue
+            if status == 200 and user_code_form(page) is not None:
+                method, url, body = self.type_user_code(user_code_form(page), url)
+                continue
+            if status == 200 and decision_form(page) is not None:
+                method, url, body = self.decide(decision_form(page), url)
+                continue
+            raise Stop(f"unexpected page: {method} {redact_url(url)} answered {status}")
+        raise Stop(f"more than {MAX_STEPS} steps without reaching the callback or a decision's result")
+
+    def login_fields(self, form: Form, status: int, page: PageParser) -> list[tuple[str, str]]:
+        """What to submit on a login form that came with `status`; stops the visit if it is out of place."""
+        if self.awaiting_wrong_answer:
+            # The answer to the wrong password: the form again, 401, with a readable error.
+            self.awaiting_wrong_answer = False
+            if status != 401:
+                raise Stop(f"a wrong password was answered with {status}, expected 401 and the form again")
+            message = readable_error(page)
+            if not message:
+                raise Stop("the 401 login page shows no readable error message")
+            self.log(f"  wrong password refused as expected (401): {message!r}")
+            password = self.password
+            self.submitted_right = True
+        elif self.submitted_right:
+            raise Stop(f"the login form came back after submitting the right password (status {status})")
+        elif status == 401:
+            raise Stop("the login form came with 401 before any password was submitted")
+        elif self.wrong_first:
+            self.wrong_first = False
+            self.awaiting_wrong_answer = True
+            password = self.password + "-not-it"
+            self.log("  submitting a wrong password first")
+        else:
+            password = self.password
+            self.submitted_right = True
+        return form_fields(form, self.username, password)
+
+    def type_user_code(self, form: Form, url: str) -> tuple[str, str, Optional[bytes]]:
+        if not self.type_code:
+            raise Stop("the page asks for a user code, but SCRIPTED_PERSON_TYPE_CODE is not set")
+        if self.typed_code:
+            raise Stop("the page asks for the user code again after it was typed")
+        self.typed_code = True
+        fields = form_fields(form, self.username, self.password, typed={"user_code": self.type_code})
+        method, target, body = form_request(form, url, fields)
+        self.log(f"  typing the user code {self.type_code!r}: {method} {redact_url(target)}")
+        return method, target, body
+
+    def decide(self, form: Form, url: str) -> tuple[str, str, Optional[bytes]]:
+        buttons = [f"{b.get('name', '')}={b.get('value', '')} ({b.get('label', '')!r})" for b in form.submit_buttons()]
+        if not self.decision:
+            raise Stop(f"the page asks for a decision ({', '.join(buttons)}) but SCRIPTED_PERSON_DECISION is not set")
+        if self.type_code and not self.typed_code:
+            raise Stop("a decision was asked for before the person typed the user code")
+        button = decision_button(form, self.decision)
+        if button is None:
+            raise Stop(f"no {self.decision!r} button on the page; its buttons: {', '.join(buttons)}")
+        fields = form_fields(form, self.username, self.password, submitter=button)
+        method, target, body = form_request(form, url, fields)
+        names = ", ".join(name for name, _ in fields)
+        pressed = f"{button.get('name', '')}={button.get('value', '')}" if button.get("name") else "(unnamed)"
+        self.log(f"  pressing {self.decision!r} [{pressed}]: {method} {redact_url(target)} fields [{names}]")
+        self.decided = self.decision
+        return method, target, body
+
+    def read_result(self, method: str, url: str, status: int, page: Optional[PageParser]) -> None:
+        """The page the decision led to: a 200 HTML page without another decision or login form."""
+        if status != 200 or page is None:
+            raise Stop(f"the {self.decided!r} decision led to {method} {redact_url(url)} answering {status}")
+        if login_form(page) is not None:
+            raise Stop("the login form came back after the decision")
+        if decision_form(page) is not None:
+            raise Stop("the page asks for a decision again after the decision was made")
+        self.result_title = page.title
 
     def open_callback(self, url: str) -> None:
         started = time.monotonic()
@@ -455,7 +612,10 @@ def run_person(url: str) -> int:
         except Exception as err:  # a bug or an unexpected network error: say what it was
             person.log(f"RESULT: failed: {type(err).__name__}: {err}")
             return 1
-        person.log("RESULT: ok")
+        if person.result_title is not None:
+            person.log(f"RESULT: ok (page title {person.result_title!r})")
+        else:
+            person.log("RESULT: ok")
         return 0
 
 
@@ -480,10 +640,10 @@ def detach(url: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[1] == CHILD_FLAG:
+    if len(argv) == 3 and argv[1] in (CHILD_FLAG, FOREGROUND_FLAG):
         return run_person(argv[2])
-    if len(argv) != 2:
-        sys.stderr.write(f"usage: {argv[0]} URL\n")
+    if len(argv) != 2 or argv[1].startswith("-"):
+        sys.stderr.write(f"usage: {argv[0]} [{FOREGROUND_FLAG}] URL\n")
         return 2
     return detach(argv[1])
 

@@ -301,3 +301,210 @@ def test_a_refused_password_stops_the_visit(site: http.server.ThreadingHTTPServe
     log = start_person(tmp_path, authorize_url(site, free_port()), SCRIPTED_PERSON_PASSWORD="nope")
     text = wait_for_result(log)
     assert "RESULT: failed: the login form came back after submitting the right password" in text, text
+
+
+# --------------------------------------------------------------------------------------------------
+# Device flow: the user-code form, the confirmation page with several submit buttons
+
+
+CONFIRM_PAGE = """<!doctype html>
+<html><head><title>Connect a device</title></head><body>
+<h1>Connect a device?</h1><p>flytectl asks for: all offline</p>
+<form method="post" action="/activate">
+<input type="hidden" name="csrf_token" value="tok&amp;1">
+<input type="hidden" name="user_code" value="BCDF-GHJK">
+<button type="submit" name="decision" value="approve">Approve</button>
+<button type="submit" name="decision" value="deny" class="secondary">Deny</button>
+</form>
+</body></html>
+"""
+
+CODE_PAGE = """<!doctype html>
+<html><head><title>Connect a device</title></head><body>
+<form method="get" action="/activate">
+<label for="user_code">Code</label>
+<input type="text" id="user_code" name="user_code" autocomplete="one-time-code" placeholder="XXXX-XXXX">
+<button type="submit">Continue</button>
+</form></body></html>
+"""
+
+
+def test_recognizes_a_decision_form() -> None:
+    page = sp.parse_page(CONFIRM_PAGE)
+    form = sp.decision_form(page)
+    assert form is page.forms[0]
+    assert [b.get("value") for b in form.submit_buttons()] == ["approve", "deny"]
+    assert [b.get("label") for b in form.submit_buttons()] == ["Approve", "Deny"]
+    assert sp.login_form(page) is None and sp.user_code_form(page) is None, "a hidden user_code is not typed"
+    # A login form is never a decision form, whatever its buttons.
+    login = sp.parse_page(
+        '<form method="post"><input type="password" name="p"><button name="a" value="1">A</button>'
+        '<button name="b" value="2">B</button></form>'
+    )
+    assert sp.decision_form(login) is None
+    # One submit button called `decision` also asks for one; one anonymous button does not.
+    assert sp.decision_form(sp.parse_page('<form><button name="decision" value="approve">OK</button></form>'))
+    assert sp.decision_form(sp.parse_page("<form><input name=q><button>Go</button></form>")) is None
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny", "DENY", "Approve"])
+def test_presses_the_chosen_button_only(decision: str) -> None:
+    form = sp.decision_form(sp.parse_page(CONFIRM_PAGE))
+    assert form is not None
+    button = sp.decision_button(form, decision)
+    assert button is not None and button.get("value") == decision.lower()
+    fields = sp.form_fields(form, "alice", "pw", submitter=button)
+    # As a browser sends it: the hidden fields, then the pressed button's name=value, not the other's.
+    assert fields == [("csrf_token", "tok&1"), ("user_code", "BCDF-GHJK"), ("decision", decision.lower())]
+    method, url, body = sp.form_request(form, "http://h/activate?user_code=BCDF-GHJK", fields)
+    assert (method, url) == ("POST", "http://h/activate")
+    assert urllib.parse.parse_qsl(body.decode()) == fields
+
+
+def test_button_found_by_label_and_missing_button() -> None:
+    page = sp.parse_page(
+        '<form method="post"><input type="submit" name="x" value="Allow access">'
+        '<button type="submit" name="y" value="0">Refuse</button><button type="button">Help</button></form>'
+    )
+    form = page.forms[0]
+    assert [c.get("name", "") for c in form.submit_buttons()] == ["x", "y"], "type=button does not submit"
+    assert sp.decision_button(form, "allow access")["name"] == "x"  # input's value is its label
+    assert sp.decision_button(form, "refuse")["name"] == "y"  # button's text
+    assert sp.decision_button(form, "approve") is None
+    # Without a submitter the first named submit button is the one sent (pressing Enter).
+    assert sp.form_fields(form, "u", "p") == [("x", "Allow access")]
+
+
+def test_types_the_user_code_into_a_get_form() -> None:
+    page = sp.parse_page(CODE_PAGE)
+    form = sp.user_code_form(page)
+    assert form is not None and sp.decision_form(page) is None
+    fields = sp.form_fields(form, "alice", "pw", typed={"user_code": "BCDF-GHJK"})
+    assert fields == [("user_code", "BCDF-GHJK")]
+    method, url, body = sp.form_request(form, "https://localhost:8443/activate", fields)
+    assert (method, url, body) == ("GET", "https://localhost:8443/activate?user_code=BCDF-GHJK", None)
+
+
+def test_drops_the_user_code_from_a_link() -> None:
+    assert sp.without_param("https://h/activate?user_code=AB-CD&x=1", "user_code") == "https://h/activate?x=1"
+    assert sp.without_param("https://h/activate?user_code=AB-CD", "user_code") == "https://h/activate"
+
+
+USER_CODE = "BCDF-GHJK"
+
+
+class DeviceSite(LoginSite):
+    """The login site plus /activate: code form, login, confirmation page (CSRF + Approve/Deny), result."""
+
+    decisions: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path != "/activate":
+            return super().do_GET()
+        if "user_code" not in query:
+            return self.send(200, CODE_PAGE)
+        if self.cookies().get("session") != "ok":
+            location = "/login?return_to=" + urllib.parse.quote(self.path, safe="")
+            return self.send(303, headers={"Location": location, "Set-Cookie": "csrf=tok123; HttpOnly; Path=/"})
+        if query["user_code"].replace("-", "").upper() != USER_CODE.replace("-", ""):
+            return self.send(200, CODE_PAGE.replace("<form", '<p role="alert">Unknown code</p><form'))
+        page = CONFIRM_PAGE.replace("tok&amp;1", self.cookies().get("csrf", ""))
+        self.send(200, page.replace("BCDF-GHJK", query["user_code"]))
+
+    def do_POST(self) -> None:
+        if urllib.parse.urlsplit(self.path).path != "/activate":
+            return super().do_POST()
+        length = int(self.headers.get("Content-Length", "0"))
+        pairs = urllib.parse.parse_qsl(self.rfile.read(length).decode())
+        DeviceSite.decisions.append(dict(pairs))
+        fields = dict(pairs)
+        if fields.get("csrf_token") != self.cookies().get("csrf") or len(pairs) != len(fields):
+            return self.send(403, "<html><title>CSRF</title><body>bad form</body></html>")
+        title = {"approve": "Device connected", "deny": "Request denied"}.get(fields.get("decision", ""))
+        if title is None:
+            return self.send(400, "<html><title>Bad request</title><body>no decision</body></html>")
+        self.send(200, f"<html><head><title>{title}</title></head><body>Return to your terminal.</body></html>")
+
+
+@pytest.fixture
+def device_site() -> Iterator[http.server.ThreadingHTTPServer]:
+    LoginSite.posts = []
+    DeviceSite.decisions = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DeviceSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_foreground(tmp_path: Path, url: str, **extra: str) -> tuple[int, str]:
+    """Runs the person directly on `url` (not as BROWSER); returns its exit status and log."""
+    log = tmp_path / "person.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SCRIPTED_PERSON_")},
+        "SCRIPTED_PERSON_LOG": str(log),
+        "SCRIPTED_PERSON_USERNAME": "alice",
+        "SCRIPTED_PERSON_PASSWORD": PASSWORD,
+        "SCRIPTED_PERSON_TIMEOUT": "20",
+        **extra,
+    }
+    proc = subprocess.run(
+        [sys.executable, sp.__file__, "--foreground", url], env=env, timeout=30, capture_output=True, text=True
+    )
+    text = log.read_text() if log.exists() else "<no log>"
+    return proc.returncode, text + proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("decision", "title"), [("approve", "Device connected"), ("deny", "Request denied")]
+)
+@pytest.mark.parametrize("type_code", [False, True])
+def test_whole_device_visit(
+    device_site: http.server.ThreadingHTTPServer, tmp_path: Path, decision: str, title: str, type_code: bool
+) -> None:
+    url = f"http://127.0.0.1:{device_site.server_address[1]}/activate?user_code={USER_CODE}"
+    extra = {"SCRIPTED_PERSON_DECISION": decision}
+    if type_code:
+        extra["SCRIPTED_PERSON_TYPE_CODE"] = USER_CODE
+    status, text = run_foreground(tmp_path, url, **extra)
+    assert status == 0, text
+    assert text.rstrip().endswith(f"RESULT: ok (page title {title!r})"), text
+    assert [p.get("password") for p in LoginSite.posts] == [PASSWORD], LoginSite.posts
+    assert DeviceSite.decisions == [{"csrf_token": "tok123", "user_code": USER_CODE, "decision": decision}], text
+    if type_code:
+        assert "GET /activate -> 200" in text.replace(url.split("/activate")[0], ""), text
+        assert f"typing the user code {USER_CODE!r}" in text, text
+    else:
+        assert "typing the user code" not in text, text
+
+
+def test_a_decision_page_without_a_decision_fails(
+    device_site: http.server.ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{device_site.server_address[1]}/activate?user_code={USER_CODE}"
+    status, text = run_foreground(tmp_path, url)
+    assert status == 1, text
+    assert "RESULT: failed: the page asks for a decision" in text and "decision=approve" in text, text
+    assert DeviceSite.decisions == [], DeviceSite.decisions
+
+
+def test_an_unknown_decision_fails(device_site: http.server.ThreadingHTTPServer, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{device_site.server_address[1]}/activate?user_code={USER_CODE}"
+    status, text = run_foreground(tmp_path, url, SCRIPTED_PERSON_DECISION="maybe")
+    assert status == 1, text
+    assert "RESULT: failed: no 'maybe' button on the page" in text, text
+
+
+def test_a_wrong_typed_code_fails(device_site: http.server.ThreadingHTTPServer, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{device_site.server_address[1]}/activate"
+    status, text = run_foreground(
+        tmp_path, url, SCRIPTED_PERSON_DECISION="approve", SCRIPTED_PERSON_TYPE_CODE="ZZZZ-ZZZZ"
+    )
+    assert status == 1, text
+    assert "RESULT: failed: the page asks for the user code again" in text, text
+    assert "Unknown code" in text, text
