@@ -114,8 +114,16 @@ autocapitalize=\"none\" spellcheck=\"false\" required{focus_user}>\
         return_to = escape(form.return_to),
         username = escape(form.username),
         // After a failed attempt the name is filled in: the password is what to type next.
-        focus_user = if form.username.is_empty() { " autofocus" } else { "" },
-        focus_password = if form.username.is_empty() { "" } else { " autofocus" },
+        focus_user = if form.username.is_empty() {
+            " autofocus"
+        } else {
+            ""
+        },
+        focus_password = if form.username.is_empty() {
+            ""
+        } else {
+            " autofocus"
+        },
     );
     layout("Sign in", &body)
 }
