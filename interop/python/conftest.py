@@ -108,6 +108,22 @@ def expiring_device_server(tmp_path_factory: pytest.TempPathFactory, alice_user:
     )
 
 
+@pytest.fixture(scope="module")
+def expiring_tls_device_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server]:
+    """A TLS flyteauth from a configuration file whose device codes live only 3s, for the `flyte` SDK (which
+    sends credentials only over TLS)."""
+    workdir = tmp_path_factory.mktemp("flyteauth-device-expiry-tls")
+    yield from _serving(
+        workdir,
+        lambda: start_server(
+            workdir,
+            tls=True,
+            users=[alice_user],
+            extensions={"device": {"codeLifetime": SHORT_DEVICE_CODE_LIFETIME, "interval": DEVICE_INTERVAL}},
+        ),
+    )
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield

@@ -138,3 +138,39 @@ def test_whoami_after_a_denied_device_login_fails(
     # flyte's message for the server's access_denied answer.
     assert "The request was denied on the other device." in output, f"no word of the denial\n{run.describe()}"
     assert ALICE_EMAIL not in run.stdout, f"whoami printed alice's user info\n{run.describe()}"
+
+
+def test_whoami_fails_when_nobody_approves_before_the_code_expires(
+    expiring_tls_device_server: Server,
+    alice_user: LocalUser,
+    new_person: Callable[..., ScriptedPerson],
+    tmp_path: Path,
+) -> None:
+    server = expiring_tls_device_server
+    # A person who never opens the link: the code expires while flyte polls.
+    idle = new_person(alice_user, ca_file=server.ca_file, decision="approve")
+    workdir = tmp_path / "whoami-expired"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_flyte_config(server, workdir)
+    with StreamedSdk(
+        [str(FLYTE_CLI), "-c", str(config), "whoami"],
+        cwd=workdir,
+        env=sdk_env(workdir, idle, {"SSL_CERT_FILE": str(server.ca_file)}),
+        timeout=CLI_TIMEOUT_SECONDS,
+        person=idle,
+        server=server,
+    ) as sdk:
+        if sdk.wait_for(PROMPT, timeout=PROMPT_TIMEOUT_SECONDS) is None:
+            sdk.kill()
+            pytest.fail(f"flyte printed no device-flow prompt\n{sdk.finish().describe()}", pytrace=False)
+        run = sdk.finish()
+    assert run.returncode is not None, f"flyte kept polling after the code expired\n{run.describe()}"
+    assert run.returncode != 0, f"flyte whoami succeeded without an approval\n{run.describe()}"
+    output = run.stdout + run.stderr
+    # Either flyte's message for the server's expired_token answer, or its own deadline (expires_in) passing
+    # first: the two expire at the same moment, so which one speaks is a race.
+    assert (
+        "The device code expired" in output
+        or "Timed out waiting for the request to be approved" in output
+    ), f"no word of the expiry\n{run.describe()}"
+    assert ALICE_EMAIL not in run.stdout, f"whoami printed alice's user info\n{run.describe()}"
