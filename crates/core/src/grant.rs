@@ -382,27 +382,20 @@ fn form_decode(raw: &[u8]) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-/// Whether `presented` authenticates as `client` for `grant_type`.
+/// Whether `presented` authenticates as `client`. Which grants a client may then use is decided by each grant
+/// (a public client gets no `client_credentials`, for one).
 ///
 /// - Unknown client (`None`): no, after spending about as long as a bcrypt check.
-/// - Public client: only for `authorization_code`, `refresh_token` and the device grant ([`DEVICE_CODE`]), and
-///   only without a secret (a public client that sends one is misconfigured; refusing tells it so).
+/// - Public client: only without a secret (a public client that sends one is misconfigured; refusing tells it so).
 /// - Confidential client: the secret must verify against its hash.
 ///
-/// May run bcrypt: call it off async workers.
-pub fn authenticate(
-    client: Option<&Client>,
-    presented: &PresentedClient,
-    grant_type: &str,
-) -> bool {
+/// May run bcrypt for confidential and unknown clients: call it off async workers then.
+pub fn authenticate(client: Option<&Client>, presented: &PresentedClient) -> bool {
     let secret = presented.secret.as_deref().unwrap_or_default();
     match client {
         Some(c) if c.id != presented.id => false,
         Some(c) => match &c.secret {
-            None => {
-                presented.secret.is_none()
-                    && matches!(grant_type, AUTHORIZATION_CODE | REFRESH_TOKEN | DEVICE_CODE)
-            }
+            None => presented.secret.is_none(),
             Some(hash) => !secret.is_empty() && hash.verify(secret),
         },
         None => {
@@ -837,68 +830,22 @@ mod tests {
     #[test]
     fn authentication_rules() {
         let conf = client();
-        assert!(authenticate(
-            Some(&conf),
-            &presented("ci", Some("s")),
-            CLIENT_CREDENTIALS
-        ));
-        assert!(authenticate(
-            Some(&conf),
-            &presented("ci", Some("s")),
-            REFRESH_TOKEN
-        ));
-        assert!(!authenticate(
-            Some(&conf),
-            &presented("ci", Some("x")),
-            CLIENT_CREDENTIALS
-        ));
-        assert!(!authenticate(
-            Some(&conf),
-            &presented("ci", None),
-            AUTHORIZATION_CODE
-        ));
-        assert!(!authenticate(
-            None,
-            &presented("ci", Some("s")),
-            CLIENT_CREDENTIALS
-        ));
+        assert!(authenticate(Some(&conf), &presented("ci", Some("s"))));
+        assert!(!authenticate(Some(&conf), &presented("ci", Some("x"))));
+        assert!(!authenticate(Some(&conf), &presented("ci", None)));
+        assert!(!authenticate(None, &presented("ci", Some("s"))));
 
         let public = public_client();
-        assert!(authenticate(
-            Some(&public),
-            &presented("flytectl", None),
-            AUTHORIZATION_CODE
-        ));
-        assert!(authenticate(
-            Some(&public),
-            &presented("flytectl", None),
-            REFRESH_TOKEN
-        ));
+        assert!(authenticate(Some(&public), &presented("flytectl", None)));
         assert!(!authenticate(
             Some(&public),
-            &presented("flytectl", Some("x")),
-            AUTHORIZATION_CODE
+            &presented("flytectl", Some("x"))
         ));
-        assert!(!authenticate(
-            Some(&public),
-            &presented("flytectl", None),
-            CLIENT_CREDENTIALS
-        ));
-        assert!(!authenticate(
-            Some(&public),
-            &presented("other", None),
-            REFRESH_TOKEN
-        ));
-        assert!(authenticate(
-            Some(&public),
-            &presented("flytectl", None),
-            DEVICE_CODE
-        ));
-        assert!(authenticate(
-            Some(&conf),
-            &presented("ci", Some("s")),
-            DEVICE_CODE
-        ));
+        assert!(!authenticate(Some(&public), &presented("other", None)));
+        // What a public client may do once authenticated is the grants' decision.
+        let err = client_credentials(&public, &ClientCredentialsRequest::default(), &[], "x")
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnauthorizedClient);
     }
 
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";

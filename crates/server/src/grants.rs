@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::opaque;
 use crate::state::AppState;
 use crate::web::session::duration_secs;
-use flyteauth_core::clients::{Client, equalize_timing_for_unknown_client};
+use flyteauth_core::clients::Client;
 use flyteauth_core::grant::{
     self, ClientCredentialsRequest, CodeBinding, PresentedClient, TokenRequest,
 };
@@ -56,29 +56,18 @@ pub async fn authenticate_client(
         basic: presented.via_basic,
     };
     let client = state.find_client(&presented.id).await?;
-    if let Some(client) = &client
-        && client.is_public()
-    {
-        // A public client has nothing to prove, and must not pretend to.
-        return match presented.secret {
-            None => Ok(client.clone()),
-            Some(_) => Err(failure),
-        };
-    }
-    let secret = presented.secret.unwrap_or_default();
-    // bcrypt is deliberately slow: keep it off the async workers.
-    let (client, verified) = tokio::task::spawn_blocking(move || {
-        let verified = match client.as_ref().and_then(|c| c.secret.as_ref()) {
-            Some(hash) => hash.verify(&secret),
-            None => {
-                equalize_timing_for_unknown_client(&secret);
-                false
-            }
-        };
-        (client, verified)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    // A public client has no secret to check; everyone else may cost a bcrypt check, kept off the async workers.
+    let (client, presented, verified) = if client.as_ref().is_some_and(Client::is_public) {
+        let verified = grant::authenticate(client.as_ref(), &presented);
+        (client, presented, verified)
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let verified = grant::authenticate(client.as_ref(), &presented);
+            (client, presented, verified)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    };
     match client {
         Some(client) if verified => Ok(client),
         _ => {

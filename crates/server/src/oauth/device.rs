@@ -1,7 +1,7 @@
 //! `POST /oauth2/device/code`: the device authorization endpoint (RFC 8628 §3.1–3.2).
 
-use super::{body_rejected, form_params, presented_client};
-use crate::error::{ApiError, no_store};
+use super::{body_rejected, form_params, json_answer, presented_client};
+use crate::error::ApiError;
 use crate::grants;
 use crate::opaque;
 use crate::state::AppState;
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use flyteauth_core::device::{DeviceAuthorizationRequest, display_user_code, new_user_code};
 use flyteauth_core::metadata::ACTIVATE_PATH;
 use flyteauth_store::{NewDeviceCode, StoreError};
@@ -44,14 +44,7 @@ pub async fn device_authorization(
         Err(rejection) => return body_rejected(&rejection),
     };
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    match device_inner(&state, peer, &headers, &body).await {
-        Ok(answer) => {
-            let mut response = axum::Json(answer).into_response();
-            no_store(&mut response);
-            response
-        }
-        Err(e) => e.into_response(),
-    }
+    json_answer(device_inner(&state, peer, &headers, &body).await)
 }
 
 async fn device_inner(

@@ -1,8 +1,8 @@
 //! `POST /oauth2/introspect` (RFC 7662), for confidential clients: is this token active, and what does it
 //! grant?
 
-use super::{body_rejected, form_params, invalid_request, presented_client};
-use crate::error::{ApiError, no_store};
+use super::{body_rejected, form_params, invalid_request, json_answer, presented_client};
+use crate::error::ApiError;
 use crate::grants;
 use crate::opaque;
 use crate::state::AppState;
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use flyteauth_core::identity::PrincipalKind;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -28,14 +28,7 @@ pub async fn introspect(
         Err(rejection) => return body_rejected(&rejection),
     };
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    match introspect_inner(&state, peer, &headers, &body).await {
-        Ok(answer) => {
-            let mut response = axum::Json(answer).into_response();
-            no_store(&mut response);
-            response
-        }
-        Err(e) => e.into_response(),
-    }
+    json_answer(introspect_inner(&state, peer, &headers, &body).await)
 }
 
 async fn introspect_inner(

@@ -101,6 +101,18 @@ pub fn presented_client(
     PresentedClient::from_request(basic, params).map_err(ApiError::from)
 }
 
+/// The JSON answer of an OAuth endpoint (never cached, RFC 6749 §5.1), or its error in RFC 6749 form.
+pub(crate) fn json_answer<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(answer) => {
+            let mut response = axum::Json(answer).into_response();
+            crate::error::no_store(&mut response);
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// A body that could not be read (too large, broken stream) as an RFC 6749 error.
 pub fn body_rejected(rejection: &BytesRejection) -> Response {
     let mut response = crate::error::oauth_error_response(

@@ -296,7 +296,9 @@ pub async fn submit(
                 subject,
                 outcome: "failure",
                 peer,
-                detail: serde_json::json!({"username": audit::printable(typed_name), "reason": reason}),
+                // The account's name when there is one; never what was typed for an unknown account, which may be
+                // a password typed into the wrong field.
+                detail: serde_json::json!({"username": user.as_ref().map(|u| u.username.as_str()), "reason": reason}),
             })
             .await;
             crate::metrics::login(reason);

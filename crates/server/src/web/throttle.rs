@@ -30,7 +30,7 @@ pub struct Throttle<K> {
     windows: Mutex<HashMap<K, Window>>,
 }
 
-impl<K: Hash + Eq + Clone> Throttle<K> {
+impl<K: Hash + Eq> Throttle<K> {
     /// At most `max_failures` failed attempts per key per `window_secs`; `max_failures` 0 disables the limit.
     pub fn new(max_failures: u32, window_secs: i64) -> Self {
         Self {
