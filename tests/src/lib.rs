@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod browser;
+pub mod fake_idp;
 
 use base64::Engine;
 use flyteauth_server::serve::{self, ServeOptions};
@@ -51,13 +52,29 @@ pub fn config_yaml(port: u16, dir: &std::path::Path) -> String {
 
 /// [`config_yaml`] with extra lines in the `flyteauth:` section.
 pub fn config_yaml_with(port: u16, dir: &std::path::Path, flyteauth_extra: &str) -> String {
+    config_yaml_full(port, dir, flyteauth_extra, "")
+}
+
+/// [`config_yaml_with`], plus `user_auth` as the body of `auth.userAuth:` (each line indented by four spaces,
+/// e.g. `"    idpQueryParameter: idp\n"`); no `userAuth:` key at all when it is empty.
+pub fn config_yaml_full(
+    port: u16,
+    dir: &std::path::Path,
+    flyteauth_extra: &str,
+    user_auth: &str,
+) -> String {
+    let user_auth = if user_auth.is_empty() {
+        String::new()
+    } else {
+        format!("  userAuth:\n{user_auth}")
+    };
     format!(
         r#"server:
   httpPort: {port}
 auth:
   authorizedUris:
     - http://127.0.0.1:{port}
-  appAuth:
+{user_auth}  appAuth:
     selfAuthServer:
       staticClients:
         {APP_ID}:
@@ -359,6 +376,14 @@ pub struct StartOptions<'a> {
     /// The public URL (first authorized URI, hence issuer and audience) instead of the server's own address:
     /// replicas behind one load balancer share it, e.g. another instance's `base`.
     pub public_url: Option<String>,
+    /// The body of `auth.userAuth:`, each line indented by four spaces (see [`config_yaml_full`]), e.g. the
+    /// `openId:` section of [`fake_idp::FakeIdp::user_auth_yaml`].
+    pub user_auth: &'a str,
+    /// Files written into the secrets directory before the server starts, as (name, content), e.g.
+    /// `("oidc_client_secret", "…")`.
+    pub secret_files: &'a [(&'a str, &'a str)],
+    /// A last edit of the generated YAML, for settings no other option reaches (e.g. `server.security`).
+    pub edit_config: Option<&'a (dyn Fn(String) -> String + Sync)>,
 }
 
 impl TestServer {
@@ -376,7 +401,15 @@ impl TestServer {
                 own_secrets
             }
         };
-        let mut yaml = config_yaml_with(addr.port(), dir.path(), options.flyteauth_extra);
+        for (name, content) in options.secret_files {
+            std::fs::write(secrets.join(name), content).unwrap();
+        }
+        let mut yaml = config_yaml_full(
+            addr.port(),
+            dir.path(),
+            options.flyteauth_extra,
+            options.user_auth,
+        );
         if let Some(db) = options.postgres {
             let sqlite = format!(
                 "database:\n  sqlite:\n    file: {}/flyteauth.db\n",
@@ -393,6 +426,9 @@ impl TestServer {
         let prefix = format!("secrets-prefix: {}/secrets\n", dir.path().display());
         assert!(yaml.contains(&prefix), "harness configuration changed");
         yaml = yaml.replace(&prefix, &format!("secrets-prefix: {}\n", secrets.display()));
+        if let Some(edit) = options.edit_config {
+            yaml = edit(yaml);
+        }
         let config_file = dir.path().join("flyteauth.yaml");
         std::fs::write(&config_file, yaml).unwrap();
         let prepared = serve::prepare(&ServeOptions {

@@ -103,6 +103,101 @@ impl Identity {
     }
 }
 
+/// `s` as a JSON string (quotes included) made of visible ASCII and spaces only: `"` and `\` escaped, tab,
+/// line feed and carriage return as `\t`, `\n`, `\r`, every other control character and every non-ASCII
+/// character as `\uXXXX` (UTF-16, so characters beyond the BMP become a surrogate pair). Any JSON reader gets
+/// `s` back, and the result is always a valid HTTP header value.
+pub fn ascii_json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_ascii_json_string(&mut out, s);
+    out
+}
+
+/// `items` as a JSON array of [`ascii_json_string`]s, without spaces: `["a","b"]`.
+pub fn ascii_json_array<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_ascii_json_string(&mut out, item.as_ref());
+    }
+    out.push(']');
+    out
+}
+
+fn push_ascii_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    // Writing to a String cannot fail.
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Whether `value` can go into an HTTP header as it is and read back the same: visible ASCII and inner spaces
+/// (a leading or trailing space would be trimmed by the reader).
+fn is_plain_header_value(value: &str) -> bool {
+    value.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+}
+
+/// The identity headers `/me` answers with, for an ingress to copy to the upstream, in this order:
+/// - `x-user-subject`: the subject as it is, or — when it holds anything but visible ASCII and inner spaces —
+///   as an [`ascii_json_string`], so the value is always a valid header and never splits a response;
+/// - `x-user-claim-identitytype`: `"user"` or `"app"` (JSON, with the quotes, as flyteadmin writes claims);
+/// - `x-user-claim-email`, `x-user-claim-name`, `x-user-claim-preferred-username`: JSON strings, each only when
+///   not empty;
+/// - `x-user-claim-groups`: a JSON array, only when `groups` is not empty.
+///
+/// Every value is visible ASCII and spaces only.
+pub fn identity_headers(
+    info: &UserInfo,
+    kind: PrincipalKind,
+    groups: &[String],
+) -> Vec<(&'static str, String)> {
+    let subject = if is_plain_header_value(&info.subject) {
+        info.subject.clone()
+    } else {
+        ascii_json_string(&info.subject)
+    };
+    let mut headers = vec![
+        ("x-user-subject", subject),
+        (
+            "x-user-claim-identitytype",
+            ascii_json_string(kind.as_str()),
+        ),
+    ];
+    for (name, value) in [
+        ("x-user-claim-email", &info.email),
+        ("x-user-claim-name", &info.name),
+        ("x-user-claim-preferred-username", &info.preferred_username),
+    ] {
+        if !value.is_empty() {
+            headers.push((name, ascii_json_string(value)));
+        }
+    }
+    if !groups.is_empty() {
+        headers.push(("x-user-claim-groups", ascii_json_array(groups)));
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +266,111 @@ mod tests {
         assert!(id.has_scope("all"));
         assert!(!id.has_scope("al"));
         assert!(!id.has_scope("offline"));
+    }
+    fn visible_ascii(value: &str) -> bool {
+        value.bytes().all(|b| (b' '..=b'~').contains(&b))
+    }
+
+    #[test]
+    fn ascii_json_round_trips_through_a_json_reader() {
+        for s in [
+            "",
+            "plain",
+            "Zoë Ångström",
+            "emoji 🦀 and 𝄞",
+            "quote \" backslash \\ slash /",
+            "line\r\nInjected: yes",
+            "nul \u{0} del \u{7f} bell \u{7} nbsp \u{a0} ls \u{2028}",
+        ] {
+            let encoded = ascii_json_string(s);
+            assert!(visible_ascii(&encoded), "{encoded}");
+            assert_eq!(serde_json::from_str::<String>(&encoded).unwrap(), s);
+        }
+        assert_eq!(ascii_json_string("é"), r#""\u00e9""#);
+        assert_eq!(ascii_json_string("🦀"), r#""\ud83e\udd80""#);
+        assert_eq!(ascii_json_string("a\r\nb"), r#""a\r\nb""#);
+        assert_eq!(ascii_json_array::<&str>(&[]), "[]");
+        let groups = ["admins", "δ-team", "a\"b"];
+        let array = ascii_json_array(&groups);
+        assert_eq!(array, r#"["admins","\u03b4-team","a\"b"]"#);
+        assert_eq!(serde_json::from_str::<Vec<String>>(&array).unwrap(), groups);
+    }
+
+    #[test]
+    fn identity_headers_in_order_and_json_encoded() {
+        let info = UserInfo {
+            subject: "00u1abcd".into(),
+            name: "Alice".into(),
+            preferred_username: "alice".into(),
+            email: "a@b.c".into(),
+            ..UserInfo::default()
+        };
+        let groups = vec!["a".to_owned(), "b".to_owned()];
+        let headers = identity_headers(&info, PrincipalKind::User, &groups);
+        assert_eq!(
+            headers,
+            vec![
+                ("x-user-subject", "00u1abcd".to_owned()),
+                ("x-user-claim-identitytype", r#""user""#.to_owned()),
+                ("x-user-claim-email", r#""a@b.c""#.to_owned()),
+                ("x-user-claim-name", r#""Alice""#.to_owned()),
+                ("x-user-claim-preferred-username", r#""alice""#.to_owned()),
+                ("x-user-claim-groups", r#"["a","b"]"#.to_owned()),
+            ]
+        );
+        // An app with only a subject: empty claims are left out.
+        let app = UserInfo {
+            subject: "ci".into(),
+            ..UserInfo::default()
+        };
+        assert_eq!(
+            identity_headers(&app, PrincipalKind::App, &[]),
+            vec![
+                ("x-user-subject", "ci".to_owned()),
+                ("x-user-claim-identitytype", r#""app""#.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_headers_never_carry_raw_non_ascii_or_line_breaks() {
+        let info = UserInfo {
+            subject: "evil\r\nSet-Cookie: x=1".into(),
+            name: "Renée 🎉\r\nX-Injected: 1".into(),
+            preferred_username: "rené".into(),
+            email: "e@x.y\n".into(),
+            ..UserInfo::default()
+        };
+        let groups = vec!["grüppe".to_owned(), "x\r\ny".to_owned()];
+        let headers = identity_headers(&info, PrincipalKind::User, &groups);
+        assert_eq!(headers.len(), 6);
+        for (name, value) in &headers {
+            assert!(visible_ascii(value), "{name}: {value:?}");
+            assert!(!value.contains('\r') && !value.contains('\n'), "{name}");
+        }
+        assert_eq!(headers[0].1, r#""evil\r\nSet-Cookie: x=1""#);
+        assert_eq!(
+            headers[3].1,
+            r#""Ren\u00e9e \ud83c\udf89\r\nX-Injected: 1""#
+        );
+        assert_eq!(
+            serde_json::from_str::<String>(&headers[3].1).unwrap(),
+            info.name
+        );
+        // A subject with a non-ASCII character or edge spaces is JSON-escaped too; one with inner spaces is not.
+        for (subject, expected) in [
+            ("josé", r#""jos\u00e9""#),
+            (" padded", r#"" padded""#),
+            ("with space", "with space"),
+        ] {
+            let info = UserInfo {
+                subject: subject.into(),
+                ..UserInfo::default()
+            };
+            assert_eq!(
+                identity_headers(&info, PrincipalKind::User, &[])[0].1,
+                expected
+            );
+        }
     }
 }

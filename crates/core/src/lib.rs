@@ -7,7 +7,12 @@
 //! - [`keys`]: RSA signing keys, RFC 7638 key ids, the key ring and its JWKS;
 //! - [`token`]: minting and validating RS256 access tokens (RFC 9068 shape plus the Flyte claims), ID tokens;
 //! - [`revocation`]: the in-memory revocation set every validation consults;
-//! - [`identity`]: who a validated token speaks for ([`identity::Identity`], [`identity::UserInfo`]);
+//! - [`identity`]: who a validated token speaks for ([`identity::Identity`], [`identity::UserInfo`]) and the
+//!   identity headers `/me` gives an ingress;
+//! - [`seal`]: authenticated encryption of cookie values (the cookie format);
+//! - [`browser_session`]: the session cookie's claims and the pending federated login;
+//! - [`federation`]: an external identity provider's claims mapped onto our identity;
+//! - [`return_url`]: where a browser may be sent after a login or a logout;
 //! - [`clients`]: OAuth clients, secret hashes (bcrypt and SHA-256) and the static clients from config;
 //! - [`grant`]: the token endpoint's rules: request parsing, client authentication, each grant's decision;
 //! - [`authorize`]: validating authorization requests (the authorization-code grant's first leg);
@@ -21,10 +26,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod authorize;
+pub mod browser_session;
 pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod device;
+pub mod federation;
 pub mod grant;
 pub mod identity;
 pub mod keys;
@@ -33,7 +40,9 @@ pub mod oauth;
 pub mod password;
 pub mod pkce;
 pub mod redirect;
+pub mod return_url;
 pub mod revocation;
+pub mod seal;
 pub mod secrets;
 pub mod token;
 pub mod users;

@@ -19,7 +19,7 @@ use crate::identity::{Identity, PrincipalKind};
 pub enum Revoked {
     /// One access token, by `jti`.
     Token(String),
-    /// Every access token of a login (refresh-token family), by `sid`.
+    /// Everything of a login — a refresh-token family or a browser session — by `sid`.
     Family(String),
     /// Every application token of a client issued at or before `revoked_at`.
     App {
@@ -140,6 +140,20 @@ impl RevocationSet {
         };
         map.get(key)
             .is_some_and(|c| identity.issued_at <= c.revoked_at)
+    }
+
+    /// Whether a login is revoked: its `sid` is (a browser session is revoked as a login,
+    /// [`Revoked::Family`] of its id), or its person's `subject` is up to `issued_at` (the login's start).
+    /// Like [`RevocationSet::is_revoked`], an empty set answers without taking the lock.
+    pub fn is_login_revoked(&self, sid: &str, subject: &str, issued_at: i64) -> bool {
+        if !self.nonempty.load(Ordering::Acquire) {
+            return false;
+        }
+        let e = self.read();
+        e.families.contains_key(sid)
+            || e.users
+                .get(subject)
+                .is_some_and(|c| issued_at <= c.revoked_at)
     }
 
     /// Drops the entries whose expiry is at or before `now`.
@@ -318,5 +332,39 @@ mod tests {
         }
         assert_eq!(set.len(), 400);
         assert!(set.is_revoked(&app("3-99", 0)));
+    }
+
+    #[test]
+    fn browser_logins() {
+        let set = RevocationSet::default();
+        assert!(!set.is_login_revoked("sid-1", "u-1", 10));
+        set.insert(Revoked::Family("sid-1".into()), 5000);
+        assert!(set.is_login_revoked("sid-1", "u-1", 10));
+        assert!(set.is_login_revoked("sid-1", "u-2", 10_000));
+        assert!(!set.is_login_revoked("sid-2", "u-1", 10));
+        set.insert(
+            Revoked::User {
+                subject: "u-1".into(),
+                revoked_at: 100,
+            },
+            5000,
+        );
+        assert!(set.is_login_revoked("sid-2", "u-1", 100));
+        assert!(
+            !set.is_login_revoked("sid-2", "u-1", 101),
+            "a login after the cut-off"
+        );
+        assert!(!set.is_login_revoked("sid-2", "u-2", 50));
+        // Token and app entries are not logins.
+        let set = RevocationSet::default();
+        set.insert(Revoked::Token("sid-3".into()), 5000);
+        set.insert(
+            Revoked::App {
+                client_id: "u-1".into(),
+                revoked_at: 100,
+            },
+            5000,
+        );
+        assert!(!set.is_login_revoked("sid-3", "u-1", 50));
     }
 }

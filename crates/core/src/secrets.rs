@@ -227,6 +227,9 @@ pub struct AuthSecrets {
     pub claim_symmetric_key: Secret,
     /// Token signing keys: the current key and, if present, the previous one.
     pub key_ring: KeyRing,
+    /// The upstream OpenID provider's client secret (`auth.userAuth.openId`), when federation is configured and
+    /// the secret exists (a public client at the provider has none).
+    pub oidc_client_secret: Option<Secret>,
 }
 
 impl AuthSecrets {
@@ -260,11 +263,17 @@ impl AuthSecrets {
                 None => None,
             },
         };
+        let oidc_client_secret = if cfg.federation_enabled() {
+            load_oidc_client_secret(src, &ua.open_id)?
+        } else {
+            None
+        };
         Ok(Self {
             cookie_hash_key,
             cookie_block_key,
             claim_symmetric_key,
             key_ring: KeyRing::new(current, previous),
+            oidc_client_secret,
         })
     }
 }

@@ -87,6 +87,15 @@ fn web_routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(web::login::MAX_LOGIN_FORM_BYTES)),
         )
         .route("/logout", get(web::login::logout))
+        .route("/login/federated", get(web::federated::start))
+        .route(
+            "/callback",
+            get(web::federated::callback)
+                .post(web::federated::callback)
+                .layer(DefaultBodyLimit::max(
+                    web::federated::MAX_CALLBACK_FORM_BYTES,
+                )),
+        )
         .route(
             "/activate",
             get(web::activate::show)

@@ -236,6 +236,18 @@ pub async fn revoke(
     );
     let leeway = duration_secs(state.config.flyteauth.token_leeway);
     let expires_at = now.saturating_add(lifetime).saturating_add(leeway);
+    revoke_until(state, kind, id, reason, expires_at).await
+}
+
+/// Records a revocation kept until `expires_at` (unix seconds), in the store and in this replica's set.
+pub async fn revoke_until(
+    state: &AppState,
+    kind: RevocationKind,
+    id: &str,
+    reason: &'static str,
+    expires_at: i64,
+) -> Result<(), ApiError> {
+    let now = state.clock.unix_now();
     state
         .store
         .revoke(&Revocation {

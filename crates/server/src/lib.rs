@@ -24,6 +24,7 @@ pub mod connect;
 pub mod dispatch;
 pub mod embedded;
 pub mod error;
+pub mod federation;
 pub mod form;
 pub(crate) mod grants;
 pub(crate) mod grpc;

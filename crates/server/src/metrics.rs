@@ -29,6 +29,10 @@ pub const TOKENS_ISSUED: &str = "flyteauth_tokens_issued_total";
 pub const VALIDATION_FAILURES: &str = "flyteauth_token_validation_failures_total";
 /// Counter: sign-in attempts on the login page, by outcome.
 pub const LOGINS: &str = "flyteauth_logins_total";
+/// Counter: fetches from the upstream identity provider, by document (`discovery`, `jwks`).
+pub const FEDERATION_FETCHES: &str = "flyteauth_federation_fetches_total";
+/// Counter: failed requests to the upstream identity provider.
+pub const FEDERATION_FAILURES: &str = "flyteauth_federation_failures_total";
 /// Counter: revocations, by what was revoked.
 pub const REVOCATIONS: &str = "flyteauth_revocations_total";
 
@@ -100,6 +104,14 @@ fn describe() {
     );
     metrics::describe_counter!(TOKENS_ISSUED, "Token requests by grant type and outcome");
     metrics::describe_counter!(VALIDATION_FAILURES, "Rejected access tokens by reason");
+    metrics::describe_counter!(
+        FEDERATION_FETCHES,
+        "Documents fetched from the upstream identity provider"
+    );
+    metrics::describe_counter!(
+        FEDERATION_FAILURES,
+        "Failed requests to the upstream identity provider"
+    );
     metrics::describe_counter!(LOGINS, "Sign-in attempts on the login page by outcome");
     metrics::describe_counter!(REVOCATIONS, "Revocations by what was revoked");
 }
@@ -161,6 +173,16 @@ pub fn token_issued(grant: &'static str, outcome: &'static str) {
 /// `disabled`).
 pub fn login(outcome: &'static str) {
     metrics::counter!(LOGINS, "outcome" => outcome).increment(1);
+}
+
+/// Counts one fetch of `what` (`discovery`, `jwks`) from the upstream identity provider.
+pub fn federation_fetch(what: &'static str) {
+    metrics::counter!(FEDERATION_FETCHES, "what" => what).increment(1);
+}
+
+/// Counts one failed request to the upstream identity provider.
+pub fn federation_failure() {
+    metrics::counter!(FEDERATION_FAILURES).increment(1);
 }
 
 /// Counts one revocation (`what`: `access_token`, `refresh_family`, `reuse_detected`, `code_replay`).

@@ -32,6 +32,12 @@ pub enum StateError {
     /// A static client is misconfigured.
     #[error("auth.appAuth.selfAuthServer.staticClients: {0}")]
     Clients(#[from] flyteauth_core::clients::ClientError),
+    /// The cookie keys are unusable.
+    #[error("cookie keys: {0}")]
+    CookieKeys(#[from] flyteauth_core::seal::SealError),
+    /// The upstream identity provider is misconfigured.
+    #[error("{0}")]
+    Federation(#[from] crate::federation::FederationSetupError),
     /// A document could not be serialized.
     #[error("could not render a metadata document: {0}")]
     Render(#[from] serde_json::Error),
@@ -82,6 +88,10 @@ pub struct Shared {
     pub http_header: HeaderName,
     /// How the browser routes write cookies.
     pub cookies: CookiePolicy,
+    /// Seals and opens the session and pending-login cookies (keys from `cookie_block_key`/`cookie_hash_key`).
+    pub sealer: flyteauth_core::seal::Sealer,
+    /// The upstream OpenID provider people sign in with, when `auth.userAuth.openId.baseUrl` is set.
+    pub federation: Option<Arc<crate::federation::Federation>>,
     /// Failed logins per source address.
     pub login_throttle: AddressThrottle,
     /// Wrong device user codes per login session (keyed by the session cookie's digest).
@@ -117,6 +127,16 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
+        let sealer = flyteauth_core::seal::Sealer::from_secrets(
+            secrets.cookie_block_key.expose(),
+            secrets.cookie_hash_key.expose(),
+        )?;
+        let federation = crate::federation::Federation::from_config(
+            &config,
+            secrets.oidc_client_secret.clone(),
+            clock.clone(),
+        )?
+        .map(Arc::new);
         let keys = Arc::new(secrets.key_ring);
         let issuer_url = config.issuer();
         let self_server = &config.auth.app_auth.self_auth_server;
@@ -184,6 +204,8 @@ impl AppState {
             grpc_header,
             http_header,
             cookies,
+            sealer,
+            federation,
             login_throttle,
             device_attempts_by_session,
             device_attempts_by_address,

@@ -185,10 +185,12 @@ pub async fn set_disabled(
     Ok(())
 }
 
-/// How long a revocation must outlive `now` to cover every access token issued under `config`.
+/// How long a revocation of a person must outlive `now` to cover every access token issued under `config` and
+/// every browser session cookie (which `/me` accepts without asking the store).
 pub fn token_lifetime_secs(config: &flyteauth_core::config::Config) -> i64 {
     let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     secs(config.auth.app_auth.self_auth_server.access_token_lifespan)
+        .max(secs(config.flyteauth.session.lifetime))
         .saturating_add(secs(config.flyteauth.token_leeway))
 }
 

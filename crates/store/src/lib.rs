@@ -45,7 +45,7 @@ pub use error::{DbError, StoreError};
 pub use refresh::{NewRefreshToken, RefreshStore, RefreshTokenRecord, Rotation};
 pub use revocations::{Revocation, RevocationKind, RevocationStore};
 pub use sessions::{NewSession, SessionRecord, SessionStore};
-pub use users::{LoginThrottle, NewUser, UserRecord, UserStore};
+pub use users::{FederatedUser, LoginThrottle, NewUser, UserOrigin, UserRecord, UserStore};
 
 /// Every persistence capability of flyteauth, behind one object shared by the whole server.
 #[async_trait]

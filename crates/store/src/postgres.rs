@@ -14,13 +14,13 @@ use crate::error::{self, DbError, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
 use crate::revocations::decode_kind;
 use crate::text;
-use crate::users::{decode_failed_logins, lock_end};
+use crate::users::{decode_failed_logins, decode_groups, decode_origin, encode_groups, lock_end};
 use crate::{
     AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, CodeRecord, CodeStore,
-    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, LoginThrottle, NewApp,
-    NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser, RefreshStore, RefreshTokenRecord,
-    Revocation, RevocationStore, Rotation, SessionRecord, SessionStore, Store, StoreError,
-    UserRecord, UserStore,
+    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, FederatedUser,
+    LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser,
+    RefreshStore, RefreshTokenRecord, Revocation, RevocationStore, Rotation, SessionRecord,
+    SessionStore, Store, StoreError, UserRecord, UserStore,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -33,6 +33,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Recycling connections lets a replica follow DNS changes and spreads load after a failover.
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// First key of the advisory locks that serialize [`UserStore::upsert_federated_user`] per subject ("fedu").
+const FEDERATED_SUBJECT_LOCK: i32 = 0x6665_6475;
 
 macro_rules! app_columns {
     () => {
@@ -44,7 +46,7 @@ macro_rules! app_columns {
 macro_rules! user_columns {
     () => {
         "username, subject, email, display_name, password_hash, is_admin, disabled, failed_logins, \
-         locked_until, created_at, updated_at, last_login_at"
+         locked_until, created_at, updated_at, last_login_at, origin, groups"
     };
 }
 
@@ -65,7 +67,8 @@ macro_rules! refresh_columns {
 
 macro_rules! session_columns {
     () => {
-        "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at"
+        "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at, \
+         idp_id_token"
     };
 }
 
@@ -401,6 +404,8 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
         created_at: row.try_get("created_at").map_err(db)?,
         updated_at: row.try_get("updated_at").map_err(db)?,
         last_login_at: row.try_get("last_login_at").map_err(db)?,
+        origin: decode_origin(&row.try_get::<String, _>("origin").map_err(db)?)?,
+        groups: decode_groups(&row.try_get::<String, _>("groups").map_err(db)?)?,
     })
 }
 
@@ -449,6 +454,7 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
         created_at: row.try_get("created_at").map_err(db)?,
         expires_at: row.try_get("expires_at").map_err(db)?,
         last_seen_at: row.try_get("last_seen_at").map_err(db)?,
+        idp_id_token: row.try_get("idp_id_token").map_err(db)?,
     })
 }
 
@@ -483,7 +489,7 @@ impl UserStore for PostgresStore {
         sqlx::query(concat!(
             "INSERT INTO users (",
             user_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, FALSE, 0, 0, $7, $7, NULL)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, FALSE, 0, 0, $7, $7, NULL, 'local', '[]')"
         ))
         .bind(&user.username)
         .bind(&user.subject)
@@ -503,6 +509,60 @@ impl UserStore for PostgresStore {
             )
         })?;
         Ok(user.to_record())
+    }
+
+    async fn upsert_federated_user(&self, user: &FederatedUser) -> Result<UserRecord, StoreError> {
+        user.validate()?;
+        let groups = encode_groups(&user.groups)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // ON CONFLICT only arbitrates the username. Two first sign-ins of one identity inserting at once also
+        // collide on the subject index, which PostgreSQL reports as a clash or even a deadlock; taking a lock on
+        // the subject first makes the second wait and then find the row by its username. (The two-key advisory
+        // lock space is separate from the one sqlx migrations use; a hash collision only makes two sign-ins wait
+        // for each other.)
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(FEDERATED_SUBJECT_LOCK)
+            .bind(&user.subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        // The WHERE turns a clash with a local account or another subject into no row (the row is left as is).
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (",
+            user_columns!(),
+            ") VALUES ($1, $2, $3, $4, '', FALSE, FALSE, 0, 0, $6, $6, $6, 'oidc', $5) \
+             ON CONFLICT (username) DO UPDATE SET email = EXCLUDED.email, \
+             display_name = EXCLUDED.display_name, groups = EXCLUDED.groups, \
+             updated_at = EXCLUDED.updated_at, last_login_at = EXCLUDED.last_login_at \
+             WHERE users.origin = 'oidc' AND users.subject = EXCLUDED.subject \
+             RETURNING ",
+            user_columns!()
+        ))
+        .bind(&user.username)
+        .bind(&user.subject)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(groups)
+        .bind(user.now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_unique_either(
+                e,
+                ("user", &user.username),
+                ("user subject", &user.subject),
+                "subject",
+            )
+        })?;
+        let Some(row) = row else {
+            return Err(StoreError::AlreadyExists {
+                entity: "user",
+                key: user.username.clone(),
+            });
+        };
+        let record = user_from_row(&row)?;
+        tx.commit().await.map_err(db)?;
+        Ok(record)
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -912,7 +972,7 @@ impl SessionStore for PostgresStore {
         sqlx::query(concat!(
             "INSERT INTO sessions (",
             session_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $5)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $5, $7)"
         ))
         .bind(&session.session_hash)
         .bind(&session.username)
@@ -920,6 +980,7 @@ impl SessionStore for PostgresStore {
         .bind(session.auth_time)
         .bind(session.created_at)
         .bind(session.expires_at)
+        .bind(&session.idp_id_token)
         .execute(&self.pool)
         .await
         .map_err(|e| db_unique(e, "session", REDACTED_KEY))?;
@@ -1254,6 +1315,73 @@ mod tests {
             store.revoke(&expected(token, "a")).await.unwrap();
             let new = store.revocations_since(2).await.unwrap();
             assert_eq!(new, vec![(4, expected(crate::RevocationKind::Family, "a"))]);
+        })
+        .await;
+    }
+
+    /// Migration 0010: accounts and sessions stored before it read back as local accounts without groups and as
+    /// sessions without an ID token.
+    #[tokio::test]
+    async fn federated_accounts_migration_keeps_existing_rows() {
+        with_postgres_database(|url| async move {
+            {
+                let pool = PgPool::connect(&url).await.unwrap();
+                let old = Migrator {
+                    migrations: std::borrow::Cow::Owned(
+                        MIGRATOR
+                            .migrations
+                            .iter()
+                            .filter(|m| m.version <= 9)
+                            .cloned()
+                            .collect(),
+                    ),
+                    ignore_missing: false,
+                    locking: true,
+                    no_tx: false,
+                };
+                old.run(&pool).await.unwrap();
+                sqlx::query(
+                    "INSERT INTO users (username, subject, email, display_name, password_hash, \
+                     is_admin, disabled, failed_logins, locked_until, created_at, updated_at, \
+                     last_login_at) VALUES ('old', 'subject-old', 'o@example.com', 'Old', 'hash', \
+                     TRUE, FALSE, 2, 0, 5, 6, 7)",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                sqlx::query(
+                    "INSERT INTO sessions (session_hash, username, subject, auth_time, created_at, \
+                     expires_at, last_seen_at) VALUES ('h', 'old', 'subject-old', 1, 2, 3, 4)",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+            }
+
+            let store = PostgresStore::connect(&url).await.unwrap();
+            let user = store.get_user("old").await.unwrap().unwrap();
+            assert_eq!(
+                user,
+                UserRecord {
+                    username: "old".into(),
+                    subject: "subject-old".into(),
+                    email: "o@example.com".into(),
+                    display_name: "Old".into(),
+                    password_hash: "hash".into(),
+                    is_admin: true,
+                    disabled: false,
+                    failed_logins: 2,
+                    locked_until: 0,
+                    created_at: 5,
+                    updated_at: 6,
+                    last_login_at: Some(7),
+                    origin: crate::UserOrigin::Local,
+                    groups: vec![],
+                }
+            );
+            let session = store.get_session("h").await.unwrap().unwrap();
+            assert_eq!(session.idp_id_token, None);
         })
         .await;
     }

@@ -34,7 +34,7 @@ pub trait SessionStore: Send + Sync {
 
 /// A session to be stored.
 ///
-/// `Debug` prints `session_hash` as `<redacted>`.
+/// `Debug` prints `session_hash`, and `idp_id_token` when there is one, as `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewSession {
     /// Hash of the session id (e.g. SHA-256 hex); the id itself is never stored.
@@ -49,11 +49,14 @@ pub struct NewSession {
     pub created_at: i64,
     /// Absolute end of the session, unix seconds.
     pub expires_at: i64,
+    /// The identity provider's ID token of a federated sign-in, kept as the `id_token_hint` of a logout at the
+    /// provider; `None` for a local sign-in.
+    pub idp_id_token: Option<String>,
 }
 
 /// A session as stored.
 ///
-/// `Debug` prints `session_hash` as `<redacted>`.
+/// `Debug` prints `session_hash`, and `idp_id_token` when there is one, as `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Hash of the session id.
@@ -70,13 +73,18 @@ pub struct SessionRecord {
     pub expires_at: i64,
     /// When the session was last used, unix seconds.
     pub last_seen_at: i64,
+    /// The identity provider's ID token of a federated sign-in; `None` for a local sign-in.
+    pub idp_id_token: Option<String>,
 }
 
 impl NewSession {
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check("session_hash", &self.session_hash)?;
         check("username", &self.username)?;
-        check("subject", &self.subject)
+        check("subject", &self.subject)?;
+        self.idp_id_token
+            .as_deref()
+            .map_or(Ok(()), |token| check("idp_id_token", token))
     }
 
     pub(crate) fn to_record(&self) -> SessionRecord {
@@ -88,11 +96,17 @@ impl NewSession {
             created_at: self.created_at,
             expires_at: self.expires_at,
             last_seen_at: self.created_at,
+            idp_id_token: self.idp_id_token.clone(),
         }
     }
 }
 
 const REDACTED: &str = "<redacted>";
+
+/// What `Debug` shows of an ID token: whether there is one, never the token.
+fn redacted_token(token: &Option<String>) -> Option<&'static str> {
+    token.as_ref().map(|_| REDACTED)
+}
 
 impl fmt::Debug for NewSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +117,7 @@ impl fmt::Debug for NewSession {
             .field("auth_time", &self.auth_time)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("idp_id_token", &redacted_token(&self.idp_id_token))
             .finish()
     }
 }
@@ -117,6 +132,7 @@ impl fmt::Debug for SessionRecord {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_seen_at", &self.last_seen_at)
+            .field("idp_id_token", &redacted_token(&self.idp_id_token))
             .finish()
     }
 }
@@ -126,7 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_never_shows_the_session_hash() {
+    fn debug_never_shows_the_session_hash_or_the_id_token() {
         let s = NewSession {
             session_hash: "deadbeef".into(),
             username: "u".into(),
@@ -134,10 +150,22 @@ mod tests {
             auth_time: 1,
             created_at: 1,
             expires_at: 2,
+            idp_id_token: Some("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into()),
         };
         for text in [format!("{s:?}"), format!("{:?}", s.to_record())] {
             assert!(!text.contains("deadbeef"), "{text}");
-            assert!(text.contains("<redacted>"), "{text}");
+            assert!(!text.contains("eyJ"), "{text}");
+            assert!(
+                text.contains(r#"idp_id_token: Some("<redacted>")"#),
+                "{text}"
+            );
+        }
+        let local = NewSession {
+            idp_id_token: None,
+            ..s
+        };
+        for text in [format!("{local:?}"), format!("{:?}", local.to_record())] {
+            assert!(text.contains("idp_id_token: None"), "{text}");
         }
     }
 }

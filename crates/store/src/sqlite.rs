@@ -23,13 +23,13 @@ use crate::error::{self, DbError, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
 use crate::revocations::decode_kind;
 use crate::text;
-use crate::users::{decode_failed_logins, lock_end};
+use crate::users::{decode_failed_logins, decode_groups, decode_origin, encode_groups, lock_end};
 use crate::{
     AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, CodeRecord, CodeStore,
-    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, LoginThrottle, NewApp,
-    NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser, RefreshStore, RefreshTokenRecord,
-    Revocation, RevocationStore, Rotation, SessionRecord, SessionStore, Store, StoreError,
-    UserRecord, UserStore,
+    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, FederatedUser,
+    LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser,
+    RefreshStore, RefreshTokenRecord, Revocation, RevocationStore, Rotation, SessionRecord,
+    SessionStore, Store, StoreError, UserRecord, UserStore,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -49,7 +49,7 @@ macro_rules! app_columns {
 macro_rules! user_columns {
     () => {
         "username, subject, email, display_name, password_hash, is_admin, disabled, failed_logins, \
-         locked_until, created_at, updated_at, last_login_at"
+         locked_until, created_at, updated_at, last_login_at, origin, groups"
     };
 }
 
@@ -70,7 +70,8 @@ macro_rules! refresh_columns {
 
 macro_rules! session_columns {
     () => {
-        "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at"
+        "session_hash, username, subject, auth_time, created_at, expires_at, last_seen_at, \
+         idp_id_token"
     };
 }
 
@@ -508,6 +509,8 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
         created_at: row.try_get("created_at").map_err(db)?,
         updated_at: row.try_get("updated_at").map_err(db)?,
         last_login_at: row.try_get("last_login_at").map_err(db)?,
+        origin: decode_origin(&row.try_get::<String, _>("origin").map_err(db)?)?,
+        groups: decode_groups(&row.try_get::<String, _>("groups").map_err(db)?)?,
     })
 }
 
@@ -556,6 +559,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         created_at: row.try_get("created_at").map_err(db)?,
         expires_at: row.try_get("expires_at").map_err(db)?,
         last_seen_at: row.try_get("last_seen_at").map_err(db)?,
+        idp_id_token: row.try_get("idp_id_token").map_err(db)?,
     })
 }
 
@@ -590,7 +594,7 @@ impl UserStore for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO users (",
             user_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, ?7, ?7, NULL)"
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, ?7, ?7, NULL, 'local', '[]')"
         ))
         .bind(&user.username)
         .bind(&user.subject)
@@ -610,6 +614,47 @@ impl UserStore for SqliteStore {
             )
         })?;
         Ok(user.to_record())
+    }
+
+    async fn upsert_federated_user(&self, user: &FederatedUser) -> Result<UserRecord, StoreError> {
+        user.validate()?;
+        // One statement, and SQLite has a single writer. SQLite checks the upsert target (username) before the
+        // other unique keys, so a returning user's own subject is not reported as taken; a subject held by
+        // another user name still is. The WHERE turns a clash with a local account or another subject into no row.
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (",
+            user_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, '', 0, 0, 0, 0, ?6, ?6, ?6, 'oidc', ?5) \
+             ON CONFLICT (username) DO UPDATE SET email = excluded.email, \
+             display_name = excluded.display_name, groups = excluded.groups, \
+             updated_at = excluded.updated_at, last_login_at = excluded.last_login_at \
+             WHERE users.origin = 'oidc' AND users.subject = excluded.subject \
+             RETURNING ",
+            user_columns!()
+        ))
+        .bind(&user.username)
+        .bind(&user.subject)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(encode_groups(&user.groups)?)
+        .bind(user.now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            db_unique_either(
+                e,
+                ("user", &user.username),
+                ("user subject", &user.subject),
+                "subject",
+            )
+        })?;
+        match row {
+            Some(row) => user_from_row(&row),
+            None => Err(StoreError::AlreadyExists {
+                entity: "user",
+                key: user.username.clone(),
+            }),
+        }
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -1017,7 +1062,7 @@ impl SessionStore for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO sessions (",
             session_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)"
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)"
         ))
         .bind(&session.session_hash)
         .bind(&session.username)
@@ -1025,6 +1070,7 @@ impl SessionStore for SqliteStore {
         .bind(session.auth_time)
         .bind(session.created_at)
         .bind(session.expires_at)
+        .bind(&session.idp_id_token)
         .execute(&self.pool)
         .await
         .map_err(|e| db_unique(e, "session", REDACTED_KEY))?;
@@ -1377,6 +1423,77 @@ mod tests {
         .await
         .unwrap();
         assert!(index.is_some());
+    }
+
+    /// Migration 0010: accounts and sessions stored before it read back as local accounts without groups and as
+    /// sessions without an ID token.
+    #[tokio::test]
+    async fn federated_accounts_migration_keeps_existing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        {
+            let pool = SqlitePool::connect(&url).await.unwrap();
+            let old = Migrator {
+                migrations: std::borrow::Cow::Owned(
+                    MIGRATOR
+                        .migrations
+                        .iter()
+                        .filter(|m| m.version <= 9)
+                        .cloned()
+                        .collect(),
+                ),
+                ignore_missing: false,
+                locking: true,
+                no_tx: false,
+            };
+            old.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO users (username, subject, email, display_name, password_hash, is_admin, \
+                 disabled, failed_logins, locked_until, created_at, updated_at, last_login_at) \
+                 VALUES ('old', 'subject-old', 'o@example.com', 'Old', 'hash', 1, 0, 2, 0, 5, 6, 7)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO sessions (session_hash, username, subject, auth_time, created_at, \
+                 expires_at, last_seen_at) VALUES ('h', 'old', 'subject-old', 1, 2, 3, 4)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let user = store.get_user("old").await.unwrap().unwrap();
+        assert_eq!(
+            user,
+            UserRecord {
+                username: "old".into(),
+                subject: "subject-old".into(),
+                email: "o@example.com".into(),
+                display_name: "Old".into(),
+                password_hash: "hash".into(),
+                is_admin: true,
+                disabled: false,
+                failed_logins: 2,
+                locked_until: 0,
+                created_at: 5,
+                updated_at: 6,
+                last_login_at: Some(7),
+                origin: crate::UserOrigin::Local,
+                groups: vec![],
+            }
+        );
+        let session = store.get_session("h").await.unwrap().unwrap();
+        assert_eq!(session.idp_id_token, None);
+        // The table stays STRICT: a blob is refused by the new text columns, not stored as is.
+        let refused = sqlx::query("UPDATE users SET groups = X'5B5D' WHERE username = 'old'")
+            .execute(store.pool())
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
     }
 
     #[tokio::test]

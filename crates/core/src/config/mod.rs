@@ -186,6 +186,9 @@ pub struct LoginConfig {
     /// `addressWindow` (15m): the window `addressMaxFailures` counts over.
     #[serde(with = "duration::go")]
     pub address_window: Duration,
+    /// `localAccounts` (unset): whether people may sign in with a local account (`flyteauth users`). Unset means
+    /// yes without federation and no when `auth.userAuth.openId.baseUrl` is set; `true` keeps both.
+    pub local_accounts: Option<bool>,
 }
 
 impl Default for LoginConfig {
@@ -195,6 +198,7 @@ impl Default for LoginConfig {
             lockout_duration: Duration::from_secs(15 * 60),
             address_max_failures: 50,
             address_window: Duration::from_secs(15 * 60),
+            local_accounts: None,
         }
     }
 }
@@ -485,6 +489,27 @@ impl Config {
                 ));
             }
         }
+        let open_id = &self.auth.user_auth.open_id;
+        if !open_id.base_url.is_empty() {
+            if open_id.client_id.trim().is_empty() {
+                return Err(invalid(
+                    "auth.userAuth.openId.clientId".into(),
+                    "the client id registered at the identity provider (baseUrl is set)",
+                ));
+            }
+            if !open_id.scopes.iter().any(|s| s == "openid") {
+                return Err(invalid(
+                    "auth.userAuth.openId.scopes".into(),
+                    "a list that includes openid",
+                ));
+            }
+        }
+        if self.flyteauth.login.local_accounts == Some(false) && !self.federation_enabled() {
+            return Err(invalid(
+                "flyteauth.login.localAccounts".into(),
+                "true or unset while auth.userAuth.openId.baseUrl is empty (nobody could sign in)",
+            ));
+        }
         if let Some(pg) = &self.database.postgres {
             if pg.host.trim().is_empty() {
                 return Err(invalid(
@@ -575,6 +600,19 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// Whether people sign in through an upstream OpenID provider (`auth.userAuth.openId.baseUrl` is set).
+    pub fn federation_enabled(&self) -> bool {
+        !self.auth.user_auth.open_id.base_url.trim().is_empty()
+    }
+
+    /// Whether local accounts may sign in: `flyteauth.login.localAccounts`, else only without federation.
+    pub fn local_accounts_enabled(&self) -> bool {
+        self.flyteauth
+            .login
+            .local_accounts
+            .unwrap_or(!self.federation_enabled())
     }
 
     /// The URL clients reach this server at: `auth.authorizedUris[0]`, else `http://localhost:<httpPort>`.

@@ -63,6 +63,17 @@ impl CookiePolicy {
         HeaderValue::from_str(&cookie).ok()
     }
 
+    /// A `Set-Cookie` value like [`Self::set`] but always `SameSite=Lax`: for the short-lived cookie of a sign-in
+    /// at the identity provider, which must come back on the provider's top-level redirect to `/callback` even
+    /// when the deployment's cookies are `Strict`.
+    pub fn set_lax(&self, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+        let policy = Self {
+            same_site: Some("Lax"),
+            ..self.clone()
+        };
+        policy.set(name, value, max_age)
+    }
+
     /// A `Set-Cookie` value that deletes `name`.
     pub fn clear(&self, name: &str) -> Option<HeaderValue> {
         self.set(name, "", 0)
@@ -83,6 +94,24 @@ pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The value of a sealed cookie `name` (see [`flyteauth_core::seal`]): base64url characters only, at most 4096.
+pub fn read_sealed<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 4096
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })

@@ -26,23 +26,24 @@ pub const MAX_LOGIN_FORM_BYTES: usize = 16 * 1024;
 
 const WRONG_CREDENTIALS: &str = "Wrong user name or password.";
 
-/// Accepts `target` as the place to continue to after login only if it is a path on this server: one leading
-/// slash, no scheme, no `//host`, no backslash, no encoded slash or backslash, no control characters.
-pub fn safe_return_to(target: &str) -> Option<&str> {
-    // Only the path can steer a browser to another host; the query may carry anything, encoded.
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let lower = path.to_ascii_lowercase();
-    let bytes = path.as_bytes();
-    let ok = target.len() <= 4096
-        && bytes.first() == Some(&b'/')
-        && bytes.get(1).is_none_or(|b| *b != b'/' && *b != b'\\')
-        && !target.contains('\\')
-        && !target.chars().any(char::is_control)
-        && !lower.contains("%2f")
-        && !lower.contains("%5c")
-        && !lower.contains("%2e")
-        && !path.contains("/..");
-    ok.then_some(target)
+/// The validated place to continue to after a sign-in or sign-out: `redirect_url` (flyteadmin's name) or
+/// `return_to` (the login form's field). A target that is neither a local path nor on an authorized origin falls
+/// back to the public URL; no target at all gives `None`.
+pub fn return_target(
+    state: &AppState,
+    params: &std::collections::HashMap<String, String>,
+) -> Option<String> {
+    let raw = params
+        .get("redirect_url")
+        .or_else(|| params.get("return_to"))
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())?;
+    let config = &state.config;
+    let public = config.public_url();
+    Some(
+        flyteauth_core::return_url::resolve(raw, &config.auth.authorized_uris, &public)
+            .unwrap_or_else(|| public.to_string()),
+    )
 }
 
 /// The client id of an authorize request we are to continue to, for the page's "to continue to" line.
@@ -62,7 +63,8 @@ fn minutes_from(secs: i64) -> i64 {
     secs.saturating_add(59) / 60
 }
 
-/// `GET /login[?return_to=/path]`.
+/// `GET /login[?redirect_url=<target>]`: the sign-in form, or straight to the identity provider when local
+/// accounts are off; an already signed-in browser goes on to the target at once.
 pub async fn show(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -74,20 +76,21 @@ pub async fn show(
             format!("The address is malformed: {e}."),
         )
     })?;
-    let return_to = params
-        .get("return_to")
-        .and_then(|t| safe_return_to(t))
-        .unwrap_or_default()
-        .to_owned();
+    let return_to = return_target(&state, &params).unwrap_or_default();
     if let Some(logged_in) = session::current(&state, &headers).await? {
         if !return_to.is_empty() {
             return Ok(see_other(&return_to, None));
         }
-        let html = pages::notice_page(
-            "Signed in",
-            &format!("You are signed in as {}.", logged_in.user.username),
-        );
-        return Ok(pages::html_response(StatusCode::OK, html));
+        return Ok(signed_in_page(&logged_in.claims.preferred_username));
+    }
+    if !state.config.local_accounts_enabled()
+        && let Some(federation) = &state.federation
+    {
+        let hint = federation
+            .idp_query_parameter()
+            .and_then(|name| params.get(name))
+            .map(String::as_str);
+        return crate::web::federated::begin(&state, federation, &return_to, hint).await;
     }
     Ok(form_page(
         &state,
@@ -97,6 +100,14 @@ pub async fn show(
         None,
         StatusCode::OK,
     ))
+}
+
+/// The page of a browser that is signed in and has nowhere else to go.
+fn signed_in_page(name: &str) -> Response {
+    pages::html_response(
+        StatusCode::OK,
+        pages::notice_page("Signed in", &format!("You are signed in as {name}.")),
+    )
 }
 
 /// Renders the login form, reusing the CSRF cookie if the browser has one.
@@ -110,12 +121,21 @@ fn form_page(
 ) -> Response {
     let (csrf, set_cookie) = cookies::csrf_for_form(&state.cookies, headers);
     let client = client_of(return_to);
+    let federated = state.federation.as_ref().map(|f| {
+        let mut href = String::from("/login/federated");
+        if !return_to.is_empty() {
+            href.push_str("?redirect_url=");
+            href.extend(url::form_urlencoded::byte_serialize(return_to.as_bytes()));
+        }
+        (href, f.display_name())
+    });
     let html = pages::login_page(&LoginForm {
         username,
         return_to,
         csrf_token: &csrf,
         error,
         client: client.as_deref(),
+        federated: federated.as_ref().map(|(h, n)| (h.as_str(), n.as_str())),
     });
     let mut response = pages::html_response(status, html);
     if let Some(cookie) = set_cookie {
@@ -154,8 +174,19 @@ pub async fn submit(
         )
     })?;
     let field = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    let return_to = safe_return_to(field("return_to")).unwrap_or_default();
+    let return_to = return_target(&state, &params).unwrap_or_default();
+    let return_to = return_to.as_str();
     let typed_name = field("username");
+    if !state.config.local_accounts_enabled() {
+        return Err(PageError {
+            status: StatusCode::FORBIDDEN,
+            ..PageError::bad_request(
+                "Local accounts are off",
+                "This deployment signs people in through its identity provider only.",
+            )
+        }
+        .with_hint("Open the sign-in page again to be sent to the identity provider."));
+    }
 
     if !cookies::csrf_matches(
         cookies::read(&headers, CSRF_COOKIE),
@@ -244,7 +275,7 @@ pub async fn submit(
                 .record_login_success(&user.username, now)
                 .await
                 .map_err(PageError::internal)?;
-            let cookie = session::start(&state, &user).await?;
+            let cookie = session::start(&state, &user, session::SessionProfile::default()).await?;
             audit::record(
                 &state,
                 Event {
@@ -259,11 +290,7 @@ pub async fn submit(
             .await;
             crate::metrics::login("success");
             if return_to.is_empty() {
-                let html = pages::notice_page(
-                    "Signed in",
-                    &format!("You are signed in as {}.", user.username),
-                );
-                let mut response = pages::html_response(StatusCode::OK, html);
+                let mut response = signed_in_page(&user.username);
                 response.headers_mut().append(header::SET_COOKIE, cookie);
                 return Ok(response);
             }
@@ -320,67 +347,66 @@ pub async fn home(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     match session::current(&state, &headers).await? {
-        Some(who) => Ok(pages::html_response(
-            StatusCode::OK,
-            pages::notice_page(
-                "Signed in",
-                &format!("You are signed in as {}.", who.user.username),
-            ),
-        )),
+        Some(who) => Ok(signed_in_page(&who.claims.preferred_username)),
         None => Ok(see_other(flyteauth_core::metadata::LOGIN_PATH, None)),
     }
 }
 
-/// `GET /logout`: ends the session and says so.
+/// `GET /logout[?redirect_url=<target>]`: ends the session here — and at the identity provider when it came from
+/// there and the provider offers RP-initiated logout — then goes on to the validated target, or says so.
 pub async fn logout(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let cookie = session::end(&state, &headers).await?;
-    let mut response = pages::html_response(
-        StatusCode::OK,
-        pages::notice_page("Signed out", "You are signed out."),
-    );
-    if let Some(cookie) = cookie {
+    // A malformed query only loses the target: signing out must always work.
+    let params = form::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    let target = return_target(&state, &params);
+    let ended = session::end(&state, &headers).await?;
+    let mut response = match (&state.federation, ended.federated) {
+        (Some(federation), true) => {
+            let back = absolute(&state, target.as_deref().unwrap_or("/"));
+            match federation
+                .end_session_url(ended.idp_id_token.as_deref(), &back)
+                .await
+            {
+                Some(url) => see_other(url.as_str(), None),
+                None => after_logout(target.as_deref()),
+            }
+        }
+        _ => after_logout(target.as_deref()),
+    };
+    if let Some(cookie) = ended.clear_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }
 
+fn after_logout(target: Option<&str>) -> Response {
+    match target {
+        Some(target) => see_other(target, None),
+        None => pages::html_response(
+            StatusCode::OK,
+            pages::notice_page("Signed out", "You are signed out."),
+        ),
+    }
+}
+
+/// `target` (a validated local path or absolute URL) as an absolute URL on the public origin.
+fn absolute(state: &AppState, target: &str) -> String {
+    if target.starts_with('/') {
+        let public = state.config.public_url();
+        let base = public.as_str().trim_end_matches('/');
+        // A public URL with a path prefix (behind a proxy) keeps it.
+        format!("{base}{target}")
+    } else {
+        target.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn return_to_accepts_only_local_paths() {
-        for ok in [
-            "/",
-            "/oauth2/authorize?client_id=flytectl&state=a%20b",
-            "/oauth2/authorize?redirect_uri=http%3A%2F%2Flocalhost%3A53593%2Fcallback",
-            "/console",
-        ] {
-            assert_eq!(safe_return_to(ok), Some(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "//evil.example.com",
-            "/\\evil.example.com",
-            "\\\\evil",
-            "https://evil.example.com",
-            "evil.example.com",
-            "/%2F%2Fevil.example.com",
-            "/%2fevil",
-            "/%5cevil",
-            "/a\\b",
-            "/a\nb",
-            "/../x",
-            "/%2e%2e/x",
-            "/a?x=\\",
-            "javascript:alert(1)",
-        ] {
-            assert_eq!(safe_return_to(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn client_of_reads_the_authorize_request() {

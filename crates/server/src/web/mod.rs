@@ -3,11 +3,13 @@
 //! - [`pages`]: the HTML a person sees;
 //! - [`cookies`]: cookie names, attributes and parsing;
 //! - [`session`]: login sessions (cookie ↔ store);
-//! - [`login`]: `GET`/`POST /login`, `GET /logout`; [`activate`]: approving a device sign-in;
+//! - [`login`]: `GET`/`POST /login`, `GET /logout`; [`federated`]: signing in through the identity provider
+//!   (`/login/federated`, `/callback`); [`activate`]: approving a device sign-in;
 //! - [`throttle`]: the per-address slow-down of password guessing.
 
 pub mod activate;
 pub mod cookies;
+pub mod federated;
 pub mod login;
 pub mod pages;
 pub mod session;

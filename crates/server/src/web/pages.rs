@@ -32,6 +32,8 @@ border-radius:6px;font-size:1rem}input:focus{outline:2px solid #4a3ab5;outline-o
 button{margin-top:1.4rem;width:100%;padding:.7rem;border:0;border-radius:6px;\
 background:#4a3ab5;color:#fff;font-size:1rem;font-weight:600;cursor:pointer}\
 button.secondary{background:#e4e6eb;color:#1d2330;margin-top:.6rem}\
+a.button{display:block;text-align:center;box-sizing:border-box;width:100%;padding:.7rem;border-radius:6px;\
+background:#e4e6eb;color:#1d2330;font-weight:600;text-decoration:none}\
 .error{background:#fdecec;color:#8a1c1c;border:1px solid #f3b8b8;border-radius:6px;padding:.6rem .8rem}\
 .muted{color:#5b6475;font-size:.9rem}code{background:#f0f1f4;padding:.1rem .3rem;border-radius:4px}";
 
@@ -82,6 +84,9 @@ pub struct LoginForm<'a> {
     pub error: Option<&'a str>,
     /// Which application asked for the login, if known.
     pub client: Option<&'a str>,
+    /// When the deployment also signs people in through an identity provider: the link that starts it and the
+    /// provider's name.
+    pub federated: Option<(&'a str, &'a str)>,
 }
 
 /// The login page.
@@ -109,7 +114,15 @@ pub fn login_page(form: &LoginForm<'_>) -> String {
 autocapitalize=\"none\" spellcheck=\"false\" required{focus_user}>\
 <label for=\"password\">Password</label>\
 <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required{focus_password}>\
-<button type=\"submit\">Sign in</button></form>",
+<button type=\"submit\">Sign in</button></form>{federated}",
+        federated = form
+            .federated
+            .map(|(href, name)| format!(
+                "<p class=\"muted\">or</p><p><a id=\"federated-login\" class=\"button\" href=\"{}\">Sign in with {}</a></p>",
+                escape(href),
+                escape(name)
+            ))
+            .unwrap_or_default(),
         csrf = escape(form.csrf_token),
         return_to = escape(form.return_to),
         username = escape(form.username),
@@ -227,7 +240,12 @@ mod tests {
             csrf_token: "tok",
             error: Some("Wrong user name or password."),
             client: Some("flytectl"),
+            federated: Some(("/login/federated?redirect_url=%2Fx", "idp.example")),
         });
+        assert!(html.contains(
+            "id=\"federated-login\" class=\"button\" href=\"/login/federated?redirect_url=%2Fx\""
+        ));
+        assert!(html.contains("Sign in with idp.example"));
         assert!(html.contains("<label for=\"username\">"));
         assert!(html.contains("<label for=\"password\">"));
         assert!(html.contains("name=\"csrf_token\" value=\"tok\""));

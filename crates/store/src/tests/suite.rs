@@ -10,9 +10,9 @@ use serde_json::json;
 use super::harness::Ctx;
 use crate::{
     AppRecord, AppUpdate, AuditEvent, CodeRecord, DeviceApproval, DeviceCodeRecord, DevicePoll,
-    DeviceStatus, LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession,
-    NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord, StoreError,
-    UserRecord,
+    DeviceStatus, FederatedUser, LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken,
+    NewSession, NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord,
+    StoreError, UserOrigin, UserRecord,
 };
 
 const T0: i64 = 1_700_000_000;
@@ -635,6 +635,8 @@ pub(crate) async fn users_roundtrip(ctx: Ctx) {
         created_at: T0,
         updated_at: T0,
         last_login_at: None,
+        origin: UserOrigin::Local,
+        groups: vec![],
     };
     assert_eq!(created, expected);
     assert_eq!(s.get_user("alice").await.unwrap(), Some(expected.clone()));
@@ -891,6 +893,424 @@ pub(crate) async fn users_nul_characters(ctx: Ctx) {
     assert_eq!(s.get_user("x\0").await.unwrap(), None);
     assert_eq!(s.get_user_by_subject("subject-x\0").await.unwrap(), None);
     assert!(!s.set_disabled("x\0", true, T0).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Federated accounts
+
+fn federated(sub: &str) -> FederatedUser {
+    FederatedUser {
+        username: format!("oidc:{sub}"),
+        subject: sub.to_owned(),
+        email: format!("{sub}@idp.example.com"),
+        display_name: format!("Federated {sub}"),
+        groups: strings(&["engineers", "flyte-admins"]),
+        now: T0,
+    }
+}
+
+/// Runs one statement on the test database directly, bypassing the store (to plant data it would never write).
+async fn execute_raw(ctx: &Ctx, sql: &str) -> Result<u64, sqlx::Error> {
+    match ctx.backend {
+        crate::Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&ctx.url).await?;
+            let done = sqlx::query(sql).execute(&pool).await;
+            pool.close().await;
+            Ok(done?.rows_affected())
+        }
+        crate::Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&ctx.url).await?;
+            let done = sqlx::query(sql).execute(&pool).await;
+            pool.close().await;
+            Ok(done?.rows_affected())
+        }
+    }
+}
+
+pub(crate) async fn users_federated_upsert_inserts_then_updates(ctx: Ctx) {
+    let s = &ctx.store;
+    let first = federated("idp-1");
+    let created = s.upsert_federated_user(&first).await.unwrap();
+    let expected = UserRecord {
+        username: "oidc:idp-1".to_owned(),
+        subject: "idp-1".to_owned(),
+        email: "idp-1@idp.example.com".to_owned(),
+        display_name: "Federated idp-1".to_owned(),
+        password_hash: String::new(),
+        is_admin: false,
+        disabled: false,
+        failed_logins: 0,
+        locked_until: 0,
+        created_at: T0,
+        updated_at: T0,
+        last_login_at: Some(T0),
+        origin: UserOrigin::Oidc,
+        groups: strings(&["engineers", "flyte-admins"]),
+    };
+    assert_eq!(created, expected);
+    assert_eq!(
+        s.get_user("oidc:idp-1").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        s.get_user_by_subject("idp-1").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        s.list_users(None, 10).await.unwrap(),
+        vec![expected.clone()]
+    );
+
+    // An administrator disables the account; the next sign-in refreshes the profile but never re-enables it.
+    assert!(s.set_disabled("oidc:idp-1", true, T0 + 5).await.unwrap());
+    let again = FederatedUser {
+        email: "new@idp.example.com".to_owned(),
+        display_name: "Renamed".to_owned(),
+        groups: strings(&["readers"]),
+        now: T0 + 100,
+        ..first.clone()
+    };
+    let updated = s.upsert_federated_user(&again).await.unwrap();
+    let expected = UserRecord {
+        email: "new@idp.example.com".to_owned(),
+        display_name: "Renamed".to_owned(),
+        groups: strings(&["readers"]),
+        disabled: true,
+        updated_at: T0 + 100,
+        last_login_at: Some(T0 + 100),
+        ..expected
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(
+        s.get_user("oidc:idp-1").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(s.count_users().await.unwrap(), 1);
+
+    // Bookkeeping of failed logins is not part of the profile and is left alone.
+    s.record_login_failure("oidc:idp-1", T0 + 101, 5, 60)
+        .await
+        .unwrap();
+    let kept = s
+        .upsert_federated_user(&FederatedUser {
+            now: T0 + 200,
+            ..again.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            kept.failed_logins,
+            kept.disabled,
+            kept.is_admin,
+            kept.created_at
+        ),
+        (1, true, false, T0)
+    );
+    assert!(s.set_disabled("oidc:idp-1", false, T0 + 201).await.unwrap());
+    let enabled = s.upsert_federated_user(&again).await.unwrap();
+    assert!(!enabled.disabled);
+
+    // Concurrent first sign-ins of one identity (several tabs) all succeed and make one account. (On PostgreSQL
+    // a losing insert can trip over the subject of the winner's row; several rounds give that a chance.)
+    for round in 0..40 {
+        let sub = format!("racer-{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = Arc::clone(&ctx.store);
+                let new = FederatedUser {
+                    now: T0 + i,
+                    ..federated(&sub)
+                };
+                tokio::spawn(async move { s.upsert_federated_user(&new).await })
+            })
+            .collect();
+        for task in tasks {
+            let got = task.await.unwrap().unwrap();
+            assert_eq!(
+                (got.username, got.origin),
+                (format!("oidc:{sub}"), UserOrigin::Oidc)
+            );
+        }
+    }
+    assert_eq!(s.count_users().await.unwrap(), 41);
+}
+
+pub(crate) async fn users_federated_collides_with_local_username(ctx: Ctx) {
+    let s = &ctx.store;
+    let local = s.create_user(&user("alice")).await.unwrap();
+    let err = s
+        .upsert_federated_user(&FederatedUser {
+            username: "alice".to_owned(),
+            ..federated("idp-alice")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user", key } if key == "alice"),
+        "{err:?}"
+    );
+    // Even with the local account's own subject, a local account is never taken over.
+    let err = s
+        .upsert_federated_user(&FederatedUser {
+            username: "alice".to_owned(),
+            ..federated("subject-alice")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user", key } if key == "alice"),
+        "{err:?}"
+    );
+    assert_eq!(s.get_user("alice").await.unwrap(), Some(local));
+    assert_eq!(s.get_user_by_subject("idp-alice").await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 1);
+
+    // A federated user name held by another subject is a clash too, and that account is left as it was.
+    let owner = s.upsert_federated_user(&federated("idp-1")).await.unwrap();
+    let err = s
+        .upsert_federated_user(&FederatedUser {
+            username: "oidc:idp-1".to_owned(),
+            display_name: "Impostor".to_owned(),
+            now: T0 + 1,
+            ..federated("idp-2")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user", key } if key == "oidc:idp-1"),
+        "{err:?}"
+    );
+    assert_eq!(s.get_user("oidc:idp-1").await.unwrap(), Some(owner));
+    assert_eq!(s.count_users().await.unwrap(), 2);
+}
+
+pub(crate) async fn users_federated_subject_owned_by_another_user(ctx: Ctx) {
+    let s = &ctx.store;
+    let local = s.create_user(&user("bob")).await.unwrap();
+    let err = s
+        .upsert_federated_user(&FederatedUser {
+            username: "oidc:bob".to_owned(),
+            ..federated("subject-bob")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user subject", key } if key == "subject-bob"),
+        "{err:?}"
+    );
+    let owner = s.upsert_federated_user(&federated("idp-1")).await.unwrap();
+    let err = s
+        .upsert_federated_user(&FederatedUser {
+            username: "oidc:other-name".to_owned(),
+            ..federated("idp-1")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { entity: "user subject", key } if key == "idp-1"),
+        "{err:?}"
+    );
+    assert_eq!(s.get_user("bob").await.unwrap(), Some(local));
+    assert_eq!(s.get_user_by_subject("idp-1").await.unwrap(), Some(owner));
+    assert_eq!(s.get_user("oidc:other-name").await.unwrap(), None);
+    assert_eq!(s.get_user("oidc:bob").await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 2);
+}
+
+pub(crate) async fn users_groups_roundtrip(ctx: Ctx) {
+    let s = &ctx.store;
+    // Order and duplicates are kept; empty strings, quotes, backslashes and non-ASCII are values like any other.
+    let groups = strings(&[
+        "日本語のグループ",
+        "Ünïcode ✓",
+        "emoji 🚀",
+        "\"quoted\" \\ [brackets], {braces}",
+        "",
+        "dup",
+        "dup",
+        "\u{7f}\u{1}\n\t",
+    ]);
+    let got = s
+        .upsert_federated_user(&FederatedUser {
+            groups: groups.clone(),
+            ..federated("g1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.groups, groups);
+    assert_eq!(s.get_user("oidc:g1").await.unwrap().unwrap().groups, groups);
+    assert_eq!(
+        s.get_user_by_subject("g1").await.unwrap().unwrap().groups,
+        groups
+    );
+
+    let none = s
+        .upsert_federated_user(&FederatedUser {
+            groups: vec![],
+            ..federated("g2")
+        })
+        .await
+        .unwrap();
+    assert!(none.groups.is_empty());
+    assert!(
+        s.get_user("oidc:g2")
+            .await
+            .unwrap()
+            .unwrap()
+            .groups
+            .is_empty()
+    );
+    // An update to no groups clears them.
+    let cleared = s
+        .upsert_federated_user(&FederatedUser {
+            groups: vec![],
+            ..federated("g1")
+        })
+        .await
+        .unwrap();
+    assert!(cleared.groups.is_empty());
+    let listed = s.list_users(None, 10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|u| (u.username.as_str(), u.groups.len()))
+            .collect::<Vec<_>>(),
+        vec![("oidc:g1", 0), ("oidc:g2", 0)]
+    );
+
+    for (field, bad) in [
+        (
+            "groups",
+            FederatedUser {
+                groups: strings(&["ok", "bad\0"]),
+                ..federated("g3")
+            },
+        ),
+        (
+            "username",
+            FederatedUser {
+                username: "oidc:\0".to_owned(),
+                ..federated("g3")
+            },
+        ),
+        (
+            "subject",
+            FederatedUser {
+                subject: "g3\0".to_owned(),
+                ..federated("g3")
+            },
+        ),
+        (
+            "email",
+            FederatedUser {
+                email: "\0".to_owned(),
+                ..federated("g3")
+            },
+        ),
+        (
+            "display_name",
+            FederatedUser {
+                display_name: "\0".to_owned(),
+                ..federated("g3")
+            },
+        ),
+    ] {
+        let err = s.upsert_federated_user(&bad).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { field: f, .. } if f == field),
+            "{err:?}"
+        );
+    }
+    assert_eq!(s.count_users().await.unwrap(), 2);
+}
+
+pub(crate) async fn users_local_accounts_are_local_without_groups(ctx: Ctx) {
+    let s = &ctx.store;
+    let created = s.create_user(&user("carol")).await.unwrap();
+    assert_eq!(
+        (created.origin, created.groups.len()),
+        (UserOrigin::Local, 0)
+    );
+    s.upsert_federated_user(&federated("idp-1")).await.unwrap();
+    for got in [
+        s.get_user("carol").await.unwrap().unwrap(),
+        s.get_user_by_subject("subject-carol")
+            .await
+            .unwrap()
+            .unwrap(),
+    ] {
+        assert_eq!(got, created);
+    }
+    let listed = s.list_users(None, 10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|u| (u.username.as_str(), u.origin, u.groups.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("carol", UserOrigin::Local, vec![]),
+            (
+                "oidc:idp-1",
+                UserOrigin::Oidc,
+                strings(&["engineers", "flyte-admins"])
+            ),
+        ]
+    );
+    // Account changes keep the origin and groups.
+    assert!(s.set_password("oidc:idp-1", "h", T0 + 1).await.unwrap());
+    assert!(s.set_disabled("carol", true, T0 + 1).await.unwrap());
+    let fed = s.get_user("oidc:idp-1").await.unwrap().unwrap();
+    assert_eq!(
+        (fed.origin, fed.groups),
+        (UserOrigin::Oidc, strings(&["engineers", "flyte-admins"]))
+    );
+    assert_eq!(
+        s.get_user("carol").await.unwrap().unwrap().origin,
+        UserOrigin::Local
+    );
+}
+
+pub(crate) async fn users_malformed_stored_columns_are_errors(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_user(&user("dora")).await.unwrap();
+    s.create_user(&user("emil")).await.unwrap();
+    for raw in [
+        "not json",
+        "[1, 2]",
+        "{\"a\": 1}",
+        "[\"ok\", null]",
+        "\"solo\"",
+    ] {
+        let sql = format!(
+            "UPDATE users SET groups = '{}' WHERE username = 'dora'",
+            raw.replace('\'', "''")
+        );
+        assert_eq!(execute_raw(&ctx, &sql).await.unwrap(), 1);
+        for err in [
+            s.get_user("dora").await.unwrap_err(),
+            s.get_user_by_subject("subject-dora").await.unwrap_err(),
+            s.list_users(None, 10).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, StoreError::Database(e) if e.message().contains("users.groups")),
+                "{raw}: {err:?}"
+            );
+        }
+        // Other accounts still read fine.
+        assert!(s.get_user("emil").await.unwrap().is_some());
+    }
+    // The database itself refuses an origin the store does not know.
+    let refused = execute_raw(
+        &ctx,
+        "UPDATE users SET origin = 'ldap' WHERE username = 'emil'",
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        s.get_user("emil").await.unwrap().unwrap().origin,
+        UserOrigin::Local
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1390,6 +1810,7 @@ fn session(hash: &str, username: &str, expires_at: i64) -> NewSession {
         auth_time: T0,
         created_at: T0,
         expires_at,
+        idp_id_token: None,
     }
 }
 
@@ -1405,6 +1826,7 @@ pub(crate) async fn sessions_lifecycle(ctx: Ctx) {
         created_at: T0,
         expires_at: T0 + 3600,
         last_seen_at: T0,
+        idp_id_token: None,
     };
     assert_eq!(created, expected);
     assert_eq!(s.get_session("s1").await.unwrap(), Some(expected.clone()));
@@ -1473,6 +1895,82 @@ pub(crate) async fn sessions_per_user_and_purge(ctx: Ctx) {
     assert_eq!(s.purge_expired_sessions(T0 + 21).await.unwrap(), 1);
     assert!(s.get_session("b2").await.unwrap().is_some());
     assert_eq!(s.delete_user_sessions("bob").await.unwrap(), 1);
+}
+
+pub(crate) async fn sessions_idp_id_token_roundtrip(ctx: Ctx) {
+    let s = &ctx.store;
+    // A realistically long token: a few kilobytes of base64url.
+    let token = format!(
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.{}.{}",
+        "eyJzdWIiOiJpZHAtMSJ9".repeat(100),
+        "c2lnbmF0dXJl".repeat(30)
+    );
+    let federated = NewSession {
+        idp_id_token: Some(token.clone()),
+        ..session("fed", "oidc:idp-1", T0 + 3600)
+    };
+    let created = s.create_session(&federated).await.unwrap();
+    assert_eq!(created.idp_id_token.as_deref(), Some(token.as_str()));
+    let got = s.get_session("fed").await.unwrap().unwrap();
+    assert_eq!(got, created);
+    assert!(s.touch_session("fed", T0 + 10).await.unwrap());
+    assert_eq!(
+        s.get_session("fed").await.unwrap().unwrap().idp_id_token,
+        Some(token.clone())
+    );
+
+    let local = s
+        .create_session(&session("loc", "alice", T0 + 3600))
+        .await
+        .unwrap();
+    assert_eq!(local.idp_id_token, None);
+    assert_eq!(
+        s.get_session("loc").await.unwrap().unwrap().idp_id_token,
+        None
+    );
+    // An empty token is a value, not "none".
+    let empty = NewSession {
+        idp_id_token: Some(String::new()),
+        ..session("empty", "alice", T0 + 3600)
+    };
+    s.create_session(&empty).await.unwrap();
+    assert_eq!(
+        s.get_session("empty").await.unwrap().unwrap().idp_id_token,
+        Some(String::new())
+    );
+
+    for text in [
+        format!("{federated:?}"),
+        format!("{created:?}"),
+        format!("{got:?}"),
+    ] {
+        assert!(!text.contains("eyJ"), "{text}");
+        assert!(!text.contains("c2lnbmF0dXJl"), "{text}");
+        assert!(
+            text.contains(r#"idp_id_token: Some("<redacted>")"#),
+            "{text}"
+        );
+    }
+    assert!(format!("{local:?}").contains("idp_id_token: None"));
+
+    let err = s
+        .create_session(&NewSession {
+            idp_id_token: Some("a\0b".to_owned()),
+            ..session("nul", "alice", T0 + 3600)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "idp_id_token",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.get_session("nul").await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
