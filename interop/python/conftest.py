@@ -165,3 +165,76 @@ def new_person(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     yield make
     for person in made:
         person.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# The ingress tests: real nginx (deploy/nginx) in front of flyteauth and two upstreams, headless Chromium.
+
+from ingress_harness import Browser, IdpAccount, Ingress, start_ingress  # noqa: E402
+
+# The person at the federated identity provider (oidc-provider); the login is also the IdP's `sub`.
+IDP_PERSON = IdpAccount(
+    login="idp-dana-7c41",
+    email="dana@idp.example.com",
+    name="Dana Fédérée",  # non-ASCII: the claim header carries it JSON-escaped (\u00e9)
+    groups=("flyte-admins", "ml"),
+)
+
+
+def _ingress_fixture(workdir: Path, **kwargs) -> Iterator[Ingress]:
+    stack = start_ingress(workdir, **kwargs)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if os.environ.get("FLYTEAUTH_KEEP_TEST_DIRS") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ingress(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Ingress]:
+    """nginx on https://127.0.0.1:<port> with deploy/nginx's configuration, in front of flyteauth (local
+    accounts, with alice), the echo upstream (`app`) and the gRPC upstream (`app_grpc`)."""
+    yield from _ingress_fixture(tmp_path_factory.mktemp("ingress"), users=[alice_user])
+
+
+@pytest.fixture(scope="module")
+def federated_ingress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingress]:
+    """Like `ingress`, but flyteauth federates to oidc-provider (holding IDP_PERSON) and has no local accounts."""
+    yield from _ingress_fixture(tmp_path_factory.mktemp("ingress-federated"), idp_accounts=[IDP_PERSON])
+
+
+@pytest.fixture
+def idp_person() -> IdpAccount:
+    return IDP_PERSON
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Headless Chromium (Debian's) through chromedriver with a fresh profile, ended after the test."""
+    made = Browser(tmp_path / "browser")
+    try:
+        yield made
+    finally:
+        made.quit()
+
+
+class _IngressReports:
+    """Attaches the logs of the ingress stack and the browser's state to the report of a failing test."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        if not report.failed:
+            return
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Ingress):
+                report.sections.extend(value.report_sections())
+            elif isinstance(value, Browser):
+                report.sections.append(("browser", value.state()))
+                report.sections.append((f"chromedriver log ({value.log_path})", value.log_text()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_IngressReports(), "flyteauth-ingress-reports")
