@@ -15,15 +15,36 @@ use anyhow::{Context, bail};
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The header lines as received (`Name: value`, one a line), parsed only when asked: the memory
+    /// benchmark reads 100,000 responses and needs none of them.
+    pub head: String,
     /// The body.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// The value of the first header called `name` (any case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| header_value(line, name))
+    }
+
+    /// The values of every header called `name` (any case), e.g. each `set-cookie`.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.head
+            .lines()
+            .filter_map(move |line| header_value(line, name))
+    }
+
     /// The body as text (lossy), for error messages.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// The value of the header line `line` if the header is called `name` (any case).
+fn header_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let (n, value) = line.split_once(':')?;
+    n.trim().eq_ignore_ascii_case(name).then(|| value.trim())
 }
 
 /// One keep-alive connection.
@@ -104,6 +125,7 @@ impl Connection {
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("bad status line {line:?}"))?;
         let mut length = None;
+        let mut head = String::new();
         loop {
             line.clear();
             if self.reader.read_line(&mut line)? == 0 {
@@ -120,10 +142,12 @@ impl Connection {
                     bail!("chunked responses are not supported by the bench client");
                 }
             }
+            head.push_str(header);
+            head.push('\n');
         }
         let mut body = vec![0; length.unwrap_or(0)];
         self.reader.read_exact(&mut body).context("read body")?;
-        Ok(Response { status, body })
+        Ok(Response { status, head, body })
     }
 }
 

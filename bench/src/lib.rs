@@ -4,6 +4,7 @@
 //! reports ratios, because absolute figures on a shared 2-core machine move from run to run while
 //! ratios of interleaved measurements mostly do not.
 
+pub mod browser;
 pub mod client;
 pub mod cpu;
 pub mod fixture;

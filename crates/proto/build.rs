@@ -10,6 +10,11 @@ const PROTOS: &[&str] = &[
     "proto/flyteidl/service/identity.proto",
     "proto/flyteidl2/auth/auth_service.proto",
     "proto/flyteidl2/auth/identity.proto",
+    "proto/cloudidl/common/list.proto",
+    "proto/cloudidl/identity/enums.proto",
+    "proto/cloudidl/identity/app_definition.proto",
+    "proto/cloudidl/identity/app_payload.proto",
+    "proto/cloudidl/identity/app_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".flyteidl.service", ".flyteidl2.auth"])?;
+        .build(&[".flyteidl.service", ".flyteidl2.auth", ".cloudidl"])?;
 
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

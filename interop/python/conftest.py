@@ -238,3 +238,17 @@ class _IngressReports:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_IngressReports(), "flyteauth-ingress-reports")
+
+
+# --------------------------------------------------------------------------------------------------
+# The API key test: flyteauth on 127.0.0.1:443, because an API key cannot carry a port.
+
+from api_key_harness import Server443, start_server_on_443  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def api_key_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUser) -> Iterator[Server443]:
+    """flyteauth from a configuration file over TLS (`flyteauth tls self-signed`) on 127.0.0.1:443 with
+    `auth.authorizedUris: [https://127.0.0.1]` and alice; fails (never skips) when 443 cannot be bound."""
+    workdir = tmp_path_factory.mktemp("flyteauth-api-key")
+    yield from _serving(workdir, lambda: start_server_on_443(workdir, users=[alice_user]))

@@ -14,6 +14,10 @@
 //! - [`federation`]: an external identity provider's claims mapped onto our identity;
 //! - [`return_url`]: where a browser may be sent after a login or a logout;
 //! - [`clients`]: OAuth clients, secret hashes (bcrypt and SHA-256) and the static clients from config;
+//! - [`apps`]: apps created at run time (`cloudidl.identity.AppsService`): client id, name and redirect URI
+//!   rules, grant-type numbers, list paging;
+//! - [`api_key`]: API keys (`FLYTE_API_KEY`) as the flyte SDK encodes and decodes them;
+//! - [`access`]: who may manage which apps (owners and admins);
 //! - [`grant`]: the token endpoint's rules: request parsing, client authentication, each grant's decision;
 //! - [`authorize`]: validating authorization requests (the authorization-code grant's first leg);
 //! - [`device`]: the RFC 8628 device authorization grant: user codes and the device authorization request;
@@ -25,6 +29,9 @@
 //!   configuration.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
+pub mod api_key;
+pub mod apps;
 pub mod authorize;
 pub mod browser_session;
 pub mod clients;

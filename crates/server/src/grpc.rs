@@ -1,4 +1,5 @@
-//! Native gRPC bindings of the methods in [`crate::rpc`] (flytekit, flytectl, Flyte 1 services).
+//! Native gRPC bindings of the methods in [`crate::rpc`] (flytekit, flytectl, Flyte 1 services), plus the apps
+//! service, whose binding lives with it in [`crate::apps::transport`].
 
 use crate::rpc::{self, IntoWire};
 use crate::state::AppState;
@@ -44,8 +45,9 @@ impl Services {
             v2::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone()),
         )
         .add_service(v2::identity_service_server::IdentityServiceServer::new(
-            services,
+            services.clone(),
         ))
+        .add_service(crate::apps::AppsGrpc::server(services.state))
     }
 }
 

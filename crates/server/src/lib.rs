@@ -8,6 +8,8 @@
 //! - [`web`]: the login page, its cookies and sessions; [`users`]: local accounts (`flyteauth users`);
 //! - [`rpc`]: the Flyte services, written once (gRPC bindings in [`grpc`], Connect routes in
 //!   [`rpc::connect_routes`]); [`http_api`]: `/me` and `/config/v1/flyte_client`;
+//! - [`apps`]: the apps service behind API keys (`cloudidl.identity.AppsService`) and the `flyteauth apps` /
+//!   `flyteauth audit` commands;
 //! - [`auth`]: bearer-token extraction and validation (the hot path); [`revocation_mirror`]: revocations from
 //!   every replica; [`audit`]: the trail of credential events; [`opaque`]: codes, refresh tokens, cookies;
 //! - [`error`]: the one place errors become HTTP, gRPC and Connect responses;
@@ -18,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod apps;
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub mod connect;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use flyteauth_server::apps::cli as apps;
 use flyteauth_server::serve::{self, ServeOptions};
 use flyteauth_server::{telemetry, tls, users};
 use std::net::SocketAddr;
@@ -58,6 +59,67 @@ enum Command {
         target: StoreArgs,
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Apps: confidential clients whose id and secret make a FLYTE_API_KEY (the same database `serve` uses).
+    Apps {
+        #[command(flatten)]
+        target: StoreArgs,
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// The audit trail of credential events (the same database `serve` uses).
+    Audit {
+        #[command(flatten)]
+        target: StoreArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an app and print its client id, its secret (shown only now) and its API key.
+    Create {
+        /// The app's name; the client id is its slug (lower case, other characters runs of '-').
+        name: String,
+        /// The organization the app belongs to.
+        #[arg(long, default_value = "")]
+        organization: String,
+        /// The subject of the person who owns the app [default: operator, which only admins see].
+        #[arg(long)]
+        owner: Option<String>,
+        /// A redirect URI to register (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+    },
+    /// List every app.
+    List,
+    /// Delete an app; its tokens stop working within seconds.
+    Delete {
+        /// The client id.
+        client_id: String,
+    },
+    /// Replace an app's secret and print the new one and its API key; tokens of the old one stop working.
+    RotateSecret {
+        /// The client id.
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print events, newest first, one tab-separated line each: time, kind, outcome, client id, subject,
+    /// remote address, detail.
+    List {
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only events of this kind, e.g. app.created.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events of this recent span, e.g. 1h, 30m, 7d.
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -243,6 +305,88 @@ async fn users_command(target: StoreArgs, command: UsersCommand) -> anyhow::Resu
     Ok(())
 }
 
+/// The credential lines of `apps create` and `apps rotate-secret`; the key line says why there is none when the
+/// public URL cannot be put in one (the app works with its id and secret all the same).
+fn print_credentials(c: &apps::Credentials) {
+    println!("client_id: {}", c.client_id);
+    println!("client_secret: {}", c.client_secret);
+    match &c.api_key {
+        Ok(key) => println!("FLYTE_API_KEY={key}"),
+        Err(why) => println!("{why}"),
+    }
+}
+
+async fn apps_command(target: StoreArgs, command: AppsCommand) -> anyhow::Result<()> {
+    let prepared = serve::prepare(&ServeOptions {
+        config_file: target.config,
+        data_dir: target.data_dir,
+        ..ServeOptions::default()
+    })?;
+    let store = serve::open_store(&prepared).await?;
+    let clock = flyteauth_core::clock::SystemClock;
+    let now = flyteauth_core::clock::Clock::unix_now(&clock);
+    let config = &prepared.config;
+    match command {
+        AppsCommand::Create {
+            name,
+            organization,
+            owner,
+            redirect_uris,
+        } => {
+            let options = apps::CreateOptions {
+                name,
+                organization,
+                owner,
+                redirect_uris,
+            };
+            let created = apps::create(store.as_ref(), config, &options, now).await?;
+            print_credentials(&created);
+        }
+        AppsCommand::List => {
+            println!("client_id\tname\torganization\towner\tcreated");
+            for app in apps::list(store.as_ref()).await? {
+                println!("{}", apps::app_line(&app));
+            }
+        }
+        AppsCommand::Delete { client_id } => {
+            apps::delete(store.as_ref(), config, &client_id, &clock).await?;
+            println!("deleted app {client_id}; its tokens stop working within seconds");
+        }
+        AppsCommand::RotateSecret { client_id } => {
+            let rotated = apps::rotate_secret(store.as_ref(), config, &client_id, &clock).await?;
+            print_credentials(&rotated);
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(target: StoreArgs, command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List { limit, kind, since } = command;
+    // Checked before the database is opened, so a typo costs nothing.
+    if let Some(span) = &since {
+        apps::parse_span(span)?;
+    }
+    let prepared = serve::prepare(&ServeOptions {
+        config_file: target.config,
+        data_dir: target.data_dir,
+        ..ServeOptions::default()
+    })?;
+    let store = serve::open_store(&prepared).await?;
+    let now = flyteauth_core::clock::Clock::unix_now(&flyteauth_core::clock::SystemClock);
+    let query = apps::AuditQuery { limit, kind, since };
+    for event in apps::audit_list(store.as_ref(), &query, now).await? {
+        println!("{}", apps::audit_line(&event));
+    }
+    Ok(())
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Several crates pull in rustls with different providers; pick one for the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -292,11 +436,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Users { target, command } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(users_command(target, command))
+            current_thread_runtime()?.block_on(users_command(target, command))
+        }
+        Command::Apps { target, command } => {
+            current_thread_runtime()?.block_on(apps_command(target, command))
+        }
+        Command::Audit { target, command } => {
+            current_thread_runtime()?.block_on(audit_command(target, command))
         }
         Command::Tls(TlsCommand::SelfSigned { dir, hosts }) => {
             let hosts = if hosts.is_empty() {

@@ -228,6 +228,7 @@ pub mod connect_routes {
                     },
                 ),
             )
+            .merge(crate::apps::connect_routes(options))
     }
 }
 

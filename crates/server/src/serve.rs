@@ -11,6 +11,7 @@ use flyteauth_store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What `flyteauth serve` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -200,6 +201,20 @@ impl Server {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let local = tcp.local_addr().map_err(StartupError::Serve)?;
         tracing::info!(listen = %local, public_url = %self.state.metadata.issuer, "flyteauth serving {scheme}, gRPC and Connect");
+        // Dropped, and so stopped, when serving ends or this future is dropped.
+        let _pruning = self
+            .state
+            .config
+            .flyteauth
+            .audit
+            .retention_period()
+            .map(|retention| {
+                AbortOnDrop(tokio::spawn(prune_audit_trail(
+                    self.state.store.clone(),
+                    self.state.clock.clone(),
+                    retention,
+                )))
+            });
         let service = app::service(self.state);
         listener::serve(tcp, self.tls, service, shutdown, self.options)
             .await
@@ -303,4 +318,92 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
         tls: tls_config,
         options,
     })
+}
+
+/// How often audit events past their retention are deleted.
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Audit events deleted per statement: short statements leave the table writable for new events meanwhile.
+const AUDIT_PRUNE_BATCH: u32 = 1000;
+
+/// The most batches one pruning run deletes (a million events); a larger backlog waits for the next run.
+const AUDIT_PRUNE_MAX_BATCHES: u32 = 1000;
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Deletes audit events older than `retention` now and then every [`AUDIT_PRUNE_INTERVAL`], until aborted.
+async fn prune_audit_trail(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: Duration) {
+    let mut tick = tokio::time::interval(AUDIT_PRUNE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The first tick completes at once: pruning starts with the server.
+        tick.tick().await;
+        let before = clock
+            .unix_now()
+            .saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+        prune_audit_before(store.as_ref(), before).await;
+    }
+}
+
+/// Deletes the audit events recorded before `before` (unix seconds) in bounded batches; returns how many.
+/// A failing batch is logged and ends the run; the next run tries again.
+pub async fn prune_audit_before(store: &dyn Store, before: i64) -> u64 {
+    let mut deleted = 0u64;
+    for _ in 0..AUDIT_PRUNE_MAX_BATCHES {
+        match store.prune_audit(before, AUDIT_PRUNE_BATCH).await {
+            Ok(n) => {
+                deleted = deleted.saturating_add(n);
+                if n < u64::from(AUDIT_PRUNE_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prune the audit trail; retrying in an hour");
+                break;
+            }
+        }
+        // Let requests at the database between batches.
+        tokio::task::yield_now().await;
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, before, "pruned audit events past their retention");
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flyteauth_store::AuditEvent;
+
+    #[tokio::test]
+    async fn pruning_deletes_only_events_past_retention() {
+        let store = flyteauth_store::connect("sqlite::memory:").await.unwrap();
+        for at in [10, 20, 30] {
+            store
+                .record(&AuditEvent {
+                    at,
+                    kind: "app.created".into(),
+                    client_id: format!("app-{at}"),
+                    subject: "operator".into(),
+                    outcome: "success".into(),
+                    remote_addr: String::new(),
+                    detail: serde_json::json!({}),
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(prune_audit_before(store.as_ref(), 25).await, 2);
+        assert_eq!(prune_audit_before(store.as_ref(), 25).await, 0);
+        let left = store.recent(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].at, 30);
+    }
 }

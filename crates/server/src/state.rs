@@ -92,6 +92,8 @@ pub struct Shared {
     pub sealer: flyteauth_core::seal::Sealer,
     /// The upstream OpenID provider people sign in with, when `auth.userAuth.openId.baseUrl` is set.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// `/me` answers of the session cookies this replica has opened.
+    pub session_answers: crate::http_api::SessionAnswers,
     /// Failed logins per source address.
     pub login_throttle: AddressThrottle,
     /// Wrong device user codes per login session (keyed by the session cookie's digest).
@@ -206,6 +208,7 @@ impl AppState {
             cookies,
             sealer,
             federation,
+            session_answers: Default::default(),
             login_throttle,
             device_attempts_by_session,
             device_attempts_by_address,
@@ -238,7 +241,13 @@ fn client_from_app(app: AppRecord) -> Result<Client, ApiError> {
         id: app.client_id,
         name: app.client_name,
         secret: Some(secret),
-        grant_types: app.grant_types,
+        // Apps are machine credentials: whatever else was registered (the SDK's Create asks for
+        // authorization_code too), the token endpoint honours client_credentials only.
+        grant_types: app
+            .grant_types
+            .into_iter()
+            .filter(|g| g == flyteauth_core::grant::CLIENT_CREDENTIALS)
+            .collect(),
         scopes: app.scopes,
         audience: app.audience,
         redirect_uris: app.redirect_uris,

@@ -7,7 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::StoreError;
-use crate::text::{check, check_list};
+use crate::text::{self, check, check_list};
 
 /// Persistence of apps created at run time, keyed by `client_id`.
 #[async_trait]
@@ -29,6 +29,17 @@ pub trait AppStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AppRecord>, StoreError>;
 
+    /// One page of the apps `filter` selects, ordered by `client_id` exactly like [`AppStore::list_apps`] (whose
+    /// result equals this one's with the default filter), starting after `after`.
+    ///
+    /// Filter values are compared exactly; a value containing NUL (which no stored app has) selects nothing.
+    async fn list_apps_by(
+        &self,
+        filter: &AppFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AppRecord>, StoreError>;
+
     /// Applies the fields set in `update`; returns the updated app, or `None` if there is no such app.
     async fn update_app(
         &self,
@@ -38,6 +49,27 @@ pub trait AppStore: Send + Sync {
 
     /// Deletes an app; returns whether it existed.
     async fn delete_app(&self, client_id: &str) -> Result<bool, StoreError>;
+}
+
+/// Which apps a listing returns.
+///
+/// Each field that is set must match exactly; the default selects every app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFilter {
+    /// Only apps created by this subject.
+    pub created_by: Option<String>,
+    /// Only apps of this organization (`Some("")` selects the apps without one).
+    pub organization: Option<String>,
+}
+
+impl AppFilter {
+    /// Whether no stored app can match: stored text never contains NUL (and PostgreSQL could not even compare it).
+    pub(crate) fn matches_nothing(&self) -> bool {
+        [&self.created_by, &self.organization]
+            .into_iter()
+            .flatten()
+            .any(|v| !text::storable_key(v))
+    }
 }
 
 /// An app to be created.

@@ -15,6 +15,31 @@ pub trait AuditStore: Send + Sync {
 
     /// The most recent `limit` events, newest first (by `at`, then by order of recording).
     async fn recent(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The most recent `limit` events that `filter` selects, newest first like [`AuditStore::recent`] (whose
+    /// result equals this one's with the default filter).
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Deletes events older than `before` (`at < before`), the oldest first and at most `batch` rows per call;
+    /// returns how many. Call again until it returns less than `batch`: short statements keep the table
+    /// writable for the events being recorded meanwhile.
+    async fn prune_audit(&self, before: i64, batch: u32) -> Result<u64, StoreError>;
+}
+
+/// Which audit events a listing returns.
+///
+/// Each field that is set must match; the default selects every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events of this kind, e.g. `"app.created"` (compared exactly, with NUL read as U+FFFD as
+    /// [`AuditStore::record`] stores it).
+    pub kind: Option<String>,
+    /// Only events at or after this time, unix seconds.
+    pub since: Option<i64>,
 }
 
 /// Something worth keeping a record of. Must never contain a secret or a secret hash.

@@ -34,8 +34,8 @@ mod users;
 #[cfg(test)]
 mod tests;
 
-pub use apps::{AppRecord, AppStore, AppUpdate, NewApp};
-pub use audit::{AuditEvent, AuditStore};
+pub use apps::{AppFilter, AppRecord, AppStore, AppUpdate, NewApp};
+pub use audit::{AuditEvent, AuditFilter, AuditStore};
 pub use codes::{CodeRecord, CodeStore, NewCode};
 pub use devices::{
     DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, NewDeviceCode,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
 use crate::error::{self, DbError, db, db_unique, db_unique_either};
@@ -16,11 +16,11 @@ use crate::revocations::decode_kind;
 use crate::text;
 use crate::users::{decode_failed_logins, decode_groups, decode_origin, encode_groups, lock_end};
 use crate::{
-    AppRecord, AppStore, AppUpdate, AuditEvent, AuditStore, Backend, CodeRecord, CodeStore,
-    DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore, FederatedUser,
-    LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession, NewUser,
-    RefreshStore, RefreshTokenRecord, Revocation, RevocationStore, Rotation, SessionRecord,
-    SessionStore, Store, StoreError, UserRecord, UserStore,
+    AppFilter, AppRecord, AppStore, AppUpdate, AuditEvent, AuditFilter, AuditStore, Backend,
+    CodeRecord, CodeStore, DeviceApproval, DeviceCodeRecord, DevicePoll, DeviceStatus, DeviceStore,
+    FederatedUser, LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken, NewSession,
+    NewUser, RefreshStore, RefreshTokenRecord, Revocation, RevocationStore, Rotation,
+    SessionRecord, SessionStore, Store, StoreError, UserRecord, UserStore,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -227,6 +227,42 @@ impl AppStore for PostgresStore {
         rows.iter().map(app_from_row).collect()
     }
 
+    async fn list_apps_by(
+        &self,
+        filter: &AppFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AppRecord>, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        // Built per call: each combination of filters is its own statement (and prepared once), so every one is
+        // a range scan of an index: (created_by, client_id), (organization, client_id) or the primary key.
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            app_columns!(),
+            " FROM apps WHERE TRUE"
+        ));
+        if let Some(owner) = &filter.created_by {
+            query.push(" AND created_by = ").push_bind(owner.as_str());
+        }
+        if let Some(organization) = &filter.organization {
+            query
+                .push(" AND organization = ")
+                .push_bind(organization.as_str());
+        }
+        if let Some(after) = after {
+            query
+                .push(" AND client_id > ")
+                .push_bind(text::cursor(after));
+        }
+        query
+            .push(" ORDER BY client_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(app_from_row).collect()
+    }
+
     async fn update_app(
         &self,
         client_id: &str,
@@ -289,8 +325,15 @@ impl RevocationStore for PostgresStore {
             .await
             .map_err(db)?;
         sqlx::query(
+            // Revoking the same thing again with a later cut-off or expiry keeps one row with the later values
+            // and a new identity value, so replicas polling with "seq > last seen" see it.
             "INSERT INTO revocations (kind, token_id, expires_at, reason, revoked_at) \
-             VALUES ($5, $1, $2, $3, $4) ON CONFLICT (kind, token_id) DO NOTHING",
+             VALUES ($5, $1, $2, $3, $4) ON CONFLICT (kind, token_id) DO UPDATE SET \
+               seq = DEFAULT, \
+               revoked_at = GREATEST(revocations.revoked_at, EXCLUDED.revoked_at), \
+               expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at), \
+               reason = EXCLUDED.reason \
+             WHERE EXCLUDED.revoked_at > revocations.revoked_at OR EXCLUDED.expires_at > revocations.expires_at",
         )
         .bind(&r.token_id)
         .bind(r.expires_at)
@@ -364,30 +407,64 @@ impl AuditStore for PostgresStore {
     }
 
     async fn recent(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
+        self.list_audit(&AuditFilter::default(), limit).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
             "SELECT at, kind, client_id, subject, outcome, remote_addr, detail::text AS detail \
-             FROM audit_events ORDER BY at DESC, id DESC LIMIT $1",
+             FROM audit_events WHERE TRUE",
+        );
+        if let Some(kind) = &filter.kind {
+            query
+                .push(" AND kind = ")
+                .push_bind(text::scrub(kind).into_owned());
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND at >= ").push_bind(since);
+        }
+        query
+            .push(" ORDER BY at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn prune_audit(&self, before: i64, batch: u32) -> Result<u64, StoreError> {
+        if batch == 0 {
+            return Ok(0);
+        }
+        // SKIP LOCKED: replicas pruning at the same time delete different rows instead of queueing on each other's.
+        let done = sqlx::query(
+            "WITH doomed AS (SELECT id FROM audit_events WHERE at < $1 ORDER BY at, id LIMIT $2 \
+             FOR UPDATE SKIP LOCKED) \
+             DELETE FROM audit_events AS e USING doomed WHERE e.id = doomed.id",
         )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get("detail").map_err(db)?;
-                Ok(AuditEvent {
-                    at: row.try_get("at").map_err(db)?,
-                    kind: row.try_get("kind").map_err(db)?,
-                    client_id: row.try_get("client_id").map_err(db)?,
-                    subject: row.try_get("subject").map_err(db)?,
-                    outcome: row.try_get("outcome").map_err(db)?,
-                    remote_addr: row.try_get("remote_addr").map_err(db)?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|err| error::corrupt("audit_events", "detail", err))?,
-                })
-            })
-            .collect()
+        Ok(done.rows_affected())
     }
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditEvent, StoreError> {
+    let detail: String = row.try_get("detail").map_err(db)?;
+    Ok(AuditEvent {
+        at: row.try_get("at").map_err(db)?,
+        kind: row.try_get("kind").map_err(db)?,
+        client_id: row.try_get("client_id").map_err(db)?,
+        subject: row.try_get("subject").map_err(db)?,
+        outcome: row.try_get("outcome").map_err(db)?,
+        remote_addr: row.try_get("remote_addr").map_err(db)?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|err| error::corrupt("audit_events", "detail", err))?,
+    })
 }
 
 fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {

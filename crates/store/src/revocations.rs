@@ -14,9 +14,10 @@ use crate::text::check;
 /// poll `revocations_since(<highest seq seen>)` without ever missing an entry.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Records a revocation. Revoking an already revoked `(kind, token_id)` is a no-op that keeps the first record
-    /// (and its sequence number), so pollers see each revocation once. The same id may be revoked under different
-    /// kinds independently.
+    /// Records a revocation. Revoking an already revoked `(kind, token_id)` again with a later `revoked_at` or
+    /// `expires_at` (an app deleted, re-created and deleted again) keeps one row with the later values and the new
+    /// reason under a new sequence number, so pollers see the change; with nothing later it is a no-op. The same
+    /// id may be revoked under different kinds independently.
     async fn revoke(&self, r: &Revocation) -> Result<(), StoreError>;
 
     /// Revocations that still matter at `now` (`expires_at >= now`), in sequence order.

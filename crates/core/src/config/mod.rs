@@ -27,7 +27,7 @@ pub use database::{DEFAULT_SQLITE_FILE, DatabaseConfig, PostgresConfig, SqliteCo
 pub use duration::{format_go_duration, parse_go_duration};
 pub use server::{GrpcConfig, SecurityConfig, ServerConfig, SslConfig};
 
-use serde_util::{null_default, opt_from_str, opt_path};
+use serde_util::{list_or_csv, null_default, opt_from_str, opt_path};
 
 /// What replaces secret-bearing values in [`Config::redacted_yaml`].
 pub const REDACTED: &str = "<redacted>";
@@ -152,6 +152,13 @@ pub struct ExtensionsConfig {
     /// `device`: the RFC 8628 device authorization grant.
     #[serde(deserialize_with = "null_default")]
     pub device: DeviceConfig,
+    /// `admins` (empty): who administers apps besides accounts marked admin: subjects or user names of people,
+    /// client ids of apps (see [`crate::access`]). A list, or one comma-separated string; entries are trimmed.
+    #[serde(deserialize_with = "list_or_csv::deserialize")]
+    pub admins: Vec<String>,
+    /// `audit`: the audit trail.
+    #[serde(deserialize_with = "null_default")]
+    pub audit: AuditConfig,
 }
 
 impl Default for ExtensionsConfig {
@@ -167,7 +174,33 @@ impl Default for ExtensionsConfig {
             session: SessionConfig::default(),
             first_admin: FirstAdminConfig::default(),
             device: DeviceConfig::default(),
+            admins: Vec::new(),
+            audit: AuditConfig::default(),
         }
+    }
+}
+
+/// `flyteauth.audit:` — how long audit events are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AuditConfig {
+    /// `retention` (2160h, 90 days): events older than this are deleted; `0s` keeps them forever.
+    #[serde(with = "duration::go")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// How long events are kept, `None` for forever (`retention: 0s`).
+    pub fn retention_period(&self) -> Option<Duration> {
+        Some(self.retention).filter(|d| !d.is_zero())
     }
 }
 
@@ -565,6 +598,14 @@ impl Config {
                 ));
             }
         }
+        for (i, admin) in ext.admins.iter().enumerate() {
+            if admin.trim().is_empty() {
+                return Err(invalid(
+                    format!("flyteauth.admins[{i}]"),
+                    "a subject, user name or client id, not an empty string",
+                ));
+            }
+        }
         if let Err(e) = crate::users::normalize_username(&ext.first_admin.username) {
             return Err(invalid(
                 "flyteauth.firstAdmin.username".into(),
@@ -814,6 +855,12 @@ fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
     for (key, client) in &mut config.auth.app_auth.self_auth_server.static_clients {
         if client.id.is_empty() {
             client.id.clone_from(key);
+        }
+    }
+    for admin in &mut config.flyteauth.admins {
+        let trimmed = admin.trim();
+        if trimmed.len() != admin.len() {
+            *admin = trimmed.to_owned();
         }
     }
     let warnings = ignored

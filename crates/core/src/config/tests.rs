@@ -948,3 +948,57 @@ fn device_settings() {
         assert_eq!(invalid_key(yaml).0, key, "{yaml}");
     }
 }
+
+#[test]
+fn admins_and_audit_retention() {
+    // Defaults: nobody listed, 90 days.
+    let c = Config::default();
+    assert!(c.flyteauth.admins.is_empty());
+    assert_eq!(
+        c.flyteauth.audit.retention,
+        Duration::from_secs(2160 * 3600)
+    );
+    assert_eq!(
+        c.flyteauth.audit.retention_period(),
+        Some(Duration::from_secs(90 * 24 * 3600))
+    );
+    let out = c.redacted_yaml();
+    for key in ["admins: []", "retention: 2160h"] {
+        assert!(out.contains(key), "{key} missing from\n{out}");
+    }
+
+    let loaded = load(
+        "flyteauth:\n  admins:\n    - \" alice \"\n    - 00u1abcd\n    - ci-admin\n    - 1234567890\n  audit:\n    retention: 720h\n    retentoin: 1h\n",
+    );
+    let ext = &loaded.config.flyteauth;
+    assert_eq!(ext.admins, ["alice", "00u1abcd", "ci-admin", "1234567890"]);
+    assert_eq!(ext.audit.retention, Duration::from_secs(720 * 3600));
+    let w = loaded.warnings.join("\n");
+    assert!(w.contains("`flyteauth.audit.retentoin`"), "{w}");
+    assert_eq!(loaded.warnings.len(), 1, "{w}");
+
+    // One comma-separated string works too (as viper reads lists); null means the defaults.
+    let c = load("flyteauth:\n  admins: \"alice, bob\"\n  audit:\n").config;
+    assert_eq!(c.flyteauth.admins, ["alice", "bob"]);
+    assert_eq!(c.flyteauth.audit, AuditConfig::default());
+    let c = load("flyteauth:\n  admins:\n").config;
+    assert!(c.flyteauth.admins.is_empty());
+
+    // 0s keeps events forever.
+    let c = load("flyteauth:\n  audit:\n    retention: 0s\n").config;
+    assert_eq!(c.flyteauth.audit.retention, Duration::ZERO);
+    assert_eq!(c.flyteauth.audit.retention_period(), None);
+
+    let msg = parse_message("flyteauth:\n  audit:\n    retention: 90d\n");
+    assert!(msg.contains("flyteauth.audit.retention"), "{msg}");
+    let msg = parse_message("flyteauth:\n  admins:\n    nested: map\n");
+    assert!(msg.contains("flyteauth.admins"), "{msg}");
+    for yaml in [
+        "flyteauth:\n  admins: [alice, \"\"]\n",
+        "flyteauth:\n  admins:\n    - alice\n    - \"   \"\n",
+    ] {
+        let (key, expected) = invalid_key(yaml);
+        assert_eq!(key, "flyteauth.admins[1]", "{yaml}");
+        assert!(expected.contains("not an empty string"), "{expected}");
+    }
+}

@@ -82,6 +82,18 @@ pub enum ApiError {
         /// The client used the `Authorization: Basic` header.
         basic: bool,
     },
+    /// The caller is known but may not do this (not a missing scope: that is [`ApiError::InsufficientScope`]).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A field of the request is malformed; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No such thing, or not one the caller may see (the answer does not tell which).
+    #[error("{0}")]
+    NotFound(String),
     /// A dependency (database, key material) failed; the detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -98,6 +110,25 @@ impl ApiError {
             tracing::error!(error = %detail, "request failed with an internal error");
         }
     }
+}
+
+/// `message` with the words that make the Flyte SDKs start a login defused: messages of the request errors may
+/// quote what the client sent (an app named `unauthorized` is a valid client id).
+fn without_login_words(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    if !(lower.contains("unauthorized") || lower.contains("unauthenticated")) {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len() + 4);
+    let mut rest = message;
+    while let Some(start) = rest.to_ascii_lowercase().find("unauth") {
+        // "un-auth…" reads the same to a person and no longer matches either word.
+        out.push_str(&rest[..start + 2]);
+        out.push('-');
+        rest = &rest[start + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<ClientAuthError> for ApiError {
@@ -222,12 +253,27 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
+            Self::PermissionDenied(m) => request_error(StatusCode::FORBIDDEN, "forbidden", m),
+            Self::InvalidArgument(m) => {
+                request_error(StatusCode::BAD_REQUEST, "invalid_argument", m)
+            }
+            Self::AlreadyExists(m) => request_error(StatusCode::CONFLICT, "already_exists", m),
+            Self::NotFound(m) => request_error(StatusCode::NOT_FOUND, "not_found", m),
             Self::Internal(_) => oauth_error_response(
                 ErrorCode::ServerError,
                 "the server could not complete the request",
             ),
         }
     }
+}
+
+fn request_error(status: StatusCode, error: &str, message: &str) -> Response {
+    let description = without_login_words(message);
+    let body = ResourceErrorBody {
+        error,
+        error_description: &description,
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 impl From<ApiError> for tonic::Status {
@@ -241,6 +287,12 @@ impl From<ApiError> for tonic::Status {
             ApiError::ClientAuthentication { .. } => {
                 tonic::Status::invalid_argument("client authentication failed")
             }
+            ApiError::PermissionDenied(m) => {
+                tonic::Status::permission_denied(without_login_words(m))
+            }
+            ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(without_login_words(m)),
+            ApiError::AlreadyExists(m) => tonic::Status::already_exists(without_login_words(m)),
+            ApiError::NotFound(m) => tonic::Status::not_found(without_login_words(m)),
             ApiError::Internal(_) => {
                 tonic::Status::internal("the server could not complete the request")
             }
@@ -258,6 +310,10 @@ mod tests {
             ApiError::InsufficientScope("all"),
             ApiError::internal("db down"),
             ApiError::ClientAuthentication { basic: true },
+            ApiError::PermissionDenied("no".into()),
+            ApiError::InvalidArgument("client_id: 'Unauthorized' is not a slug".into()),
+            ApiError::AlreadyExists("an app 'unauthenticated-bot' exists".into()),
+            ApiError::NotFound("no app 'x-UNAUTHORIZED'".into()),
             ApiError::OAuth(OAuthError {
                 code: ErrorCode::InvalidScope,
                 description: "scope 'x' is not allowed".into(),
@@ -306,6 +362,42 @@ mod tests {
         ] {
             assert_eq!(oauth_status(code).as_u16(), status, "{code}");
         }
+    }
+
+    #[test]
+    fn request_errors_get_their_codes() {
+        for (e, code, http) in [
+            (
+                ApiError::PermissionDenied("p".into()),
+                tonic::Code::PermissionDenied,
+                403,
+            ),
+            (
+                ApiError::InvalidArgument("i".into()),
+                tonic::Code::InvalidArgument,
+                400,
+            ),
+            (
+                ApiError::AlreadyExists("a".into()),
+                tonic::Code::AlreadyExists,
+                409,
+            ),
+            (ApiError::NotFound("n".into()), tonic::Code::NotFound, 404),
+        ] {
+            let status = e.to_string();
+            let response = match &e {
+                ApiError::PermissionDenied(m) => ApiError::PermissionDenied(m.clone()),
+                ApiError::InvalidArgument(m) => ApiError::InvalidArgument(m.clone()),
+                ApiError::AlreadyExists(m) => ApiError::AlreadyExists(m.clone()),
+                ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
+                _ => unreachable!(),
+            }
+            .into_response();
+            assert_eq!(response.status().as_u16(), http, "{status}");
+            assert_eq!(tonic::Status::from(e).code(), code);
+        }
+        assert_eq!(without_login_words("x Unauthorized y"), "x Un-authorized y");
+        assert_eq!(without_login_words("plain"), "plain");
     }
 
     #[test]

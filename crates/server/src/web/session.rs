@@ -30,31 +30,38 @@ pub struct LoggedIn {
     pub user: UserRecord,
 }
 
+/// The claims sealed in a session cookie value, if it opens. Expiry and revocation are not looked at here.
+pub fn open(state: &AppState, sealed: &str) -> Option<SessionClaims> {
+    state.sealer.open(SESSION_COOKIE, sealed).ok()
+}
+
+/// Whether a session whose cookie says `claims` is still live at `now`: not past its end, not idle, not
+/// revoked (a logout on any replica, a disabled account).
+pub fn is_live(state: &AppState, claims: &SessionClaims, now: i64) -> bool {
+    let idle = duration_secs(state.config.flyteauth.session.idle_timeout);
+    claims.check(now, idle).is_ok()
+        && !state.validator.revocations().is_login_revoked(
+            &claims.sid,
+            &claims.sub,
+            claims.auth_time,
+        )
+}
+
 /// The claims of the request's session cookie, if it opens, has not expired or idled out, and is not revoked.
 fn open_cookie(state: &AppState, headers: &HeaderMap, now: i64) -> Option<SessionClaims> {
     let raw = cookies::read_sealed(headers, SESSION_COOKIE)?;
-    let claims: SessionClaims = state.sealer.open(SESSION_COOKIE, raw).ok()?;
-    let idle = duration_secs(state.config.flyteauth.session.idle_timeout);
-    claims.check(now, idle).ok()?;
-    let revoked =
-        state
-            .validator
-            .revocations()
-            .is_login_revoked(&claims.sid, &claims.sub, claims.auth_time);
-    (!revoked).then_some(claims)
+    let claims = open(state, raw)?;
+    is_live(state, &claims, now).then_some(claims)
 }
 
-/// The session of the request as `/me` sees it, without the store: the claims, and a refreshed cookie when the
-/// last refresh is old enough that the idle clock should be reset.
-pub fn fast(state: &AppState, headers: &HeaderMap) -> Option<(SessionClaims, Option<HeaderValue>)> {
-    let now = state.clock.unix_now();
-    let claims = open_cookie(state, headers, now)?;
-    let refreshed = if claims.needs_touch(now) {
+/// A refreshed cookie for a live session whose last refresh is old enough that the idle clock should be reset
+/// (`/me` cannot write the store, so the cookie carries the last use).
+pub fn refreshed_cookie(state: &AppState, claims: &SessionClaims, now: i64) -> Option<HeaderValue> {
+    if claims.needs_touch(now) {
         cookie_for(state, &claims.touched(now), now)
     } else {
         None
-    };
-    Some((claims, refreshed))
+    }
 }
 
 /// The person behind the request's session cookie, if the session is live and the account usable.

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::harness::Ctx;
 use crate::{
-    AppRecord, AppUpdate, AuditEvent, CodeRecord, DeviceApproval, DeviceCodeRecord, DevicePoll,
-    DeviceStatus, FederatedUser, LoginThrottle, NewApp, NewCode, NewDeviceCode, NewRefreshToken,
-    NewSession, NewUser, RefreshTokenRecord, Revocation, RevocationKind, Rotation, SessionRecord,
-    StoreError, UserOrigin, UserRecord,
+    AppFilter, AppRecord, AppUpdate, AuditEvent, AuditFilter, CodeRecord, DeviceApproval,
+    DeviceCodeRecord, DevicePoll, DeviceStatus, FederatedUser, LoginThrottle, NewApp, NewCode,
+    NewDeviceCode, NewRefreshToken, NewSession, NewUser, RefreshTokenRecord, Revocation,
+    RevocationKind, Rotation, SessionRecord, StoreError, UserOrigin, UserRecord,
 };
 
 const T0: i64 = 1_700_000_000;
@@ -217,6 +217,222 @@ pub(crate) async fn apps_list_keyset_pagination(ctx: Ctx) {
     );
 }
 
+fn ids(apps: &[AppRecord]) -> Vec<String> {
+    apps.iter().map(|a| a.client_id.clone()).collect()
+}
+
+fn owned(owner: &str, organization: &str) -> AppFilter {
+    AppFilter {
+        created_by: (!owner.is_empty()).then(|| owner.to_owned()),
+        organization: Some(organization.to_owned()),
+    }
+}
+
+/// (client_id, created_by, organization) of the apps the filter tests store.
+const FILTERED_APPS: &[(&str, &str, &str)] = &[
+    ("a1", "alice", "acme"),
+    ("a2", "alice", ""),
+    ("a3", "alice", "acme"),
+    ("B1", "bob", "acme"),
+    ("b2", "bob", "globex"),
+    ("c1", "alice", "globex"),
+    ("c2", "Alice", "acme"),
+    ("d1", "alice", "acme"),
+    ("é1", "alice", "acme"),
+];
+
+async fn create_filtered_apps(ctx: &Ctx) {
+    for (id, owner, organization) in FILTERED_APPS {
+        let new = NewApp {
+            created_by: (*owner).to_owned(),
+            organization: (*organization).to_owned(),
+            ..app(id)
+        };
+        ctx.store.create_app(&new).await.unwrap();
+    }
+}
+
+/// What a filter must select: the stored apps, in bytewise client_id order.
+fn expected_ids(owner: Option<&str>, organization: Option<&str>) -> Vec<String> {
+    let mut v: Vec<String> = FILTERED_APPS
+        .iter()
+        .filter(|(_, o, org)| {
+            owner.is_none_or(|w| w == *o) && organization.is_none_or(|g| g == *org)
+        })
+        .map(|(id, _, _)| (*id).to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub(crate) async fn apps_list_by_owner_and_organization(ctx: Ctx) {
+    create_filtered_apps(&ctx).await;
+    let s = &ctx.store;
+
+    // The default filter is list_apps.
+    let all = s
+        .list_apps_by(&AppFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all, s.list_apps(None, 100).await.unwrap());
+    assert_eq!(ids(&all), expected_ids(None, None));
+
+    let by_owner = AppFilter {
+        created_by: Some("alice".into()),
+        organization: None,
+    };
+    let got = s.list_apps_by(&by_owner, None, 100).await.unwrap();
+    // Exact: "Alice" is someone else.
+    assert_eq!(ids(&got), expected_ids(Some("alice"), None));
+    assert!(got.iter().all(|a| a.created_by == "alice"));
+    // Whole records, as get_app returns them.
+    assert_eq!(got[0], s.get_app(&got[0].client_id).await.unwrap().unwrap());
+
+    let by_org = AppFilter {
+        created_by: None,
+        organization: Some("acme".into()),
+    };
+    let got = s.list_apps_by(&by_org, None, 100).await.unwrap();
+    assert_eq!(ids(&got), expected_ids(None, Some("acme")));
+
+    // Both at once; the empty organization is a value like any other.
+    for (owner, organization) in [
+        ("alice", "acme"),
+        ("alice", ""),
+        ("bob", "acme"),
+        ("bob", "globex"),
+        ("Alice", "acme"),
+        ("carol", "acme"),
+        ("alice", "initech"),
+    ] {
+        let got = s
+            .list_apps_by(&owned(owner, organization), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&got),
+            expected_ids(Some(owner), Some(organization)),
+            "{owner}/{organization}"
+        );
+    }
+    assert_eq!(
+        ids(&s
+            .list_apps_by(&owned("alice", "acme"), None, 100)
+            .await
+            .unwrap()),
+        ["a1", "a3", "d1", "é1"]
+    );
+
+    // A cursor applies within the filter; it need not be an id the filter selects (or any id).
+    let page = s
+        .list_apps_by(&owned("alice", "acme"), Some("a2"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), ["a3", "d1", "é1"]);
+    let page = s.list_apps_by(&by_owner, Some("b"), 2).await.unwrap();
+    assert_eq!(ids(&page), ["c1", "d1"]);
+    assert!(s.list_apps_by(&by_owner, None, 0).await.unwrap().is_empty());
+    assert!(
+        s.list_apps_by(&by_owner, Some("é1"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Values no stored app can have select nothing rather than fail (PostgreSQL cannot compare NUL).
+    for filter in [
+        AppFilter {
+            created_by: Some("alice\0".into()),
+            organization: None,
+        },
+        AppFilter {
+            created_by: None,
+            organization: Some("\0".into()),
+        },
+    ] {
+        assert!(
+            s.list_apps_by(&filter, None, 100).await.unwrap().is_empty(),
+            "{filter:?}"
+        );
+    }
+    // A NUL in the cursor behaves like the prefix before it, as for list_apps.
+    let page = s
+        .list_apps_by(&by_owner, Some("a\0zzz"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), expected_ids(Some("alice"), None));
+}
+
+pub(crate) async fn apps_list_by_pages_through_a_filter(ctx: Ctx) {
+    let s = &ctx.store;
+    // Interleaved owners, so pages of one owner skip the other's ids.
+    for i in 0..23 {
+        let owner = if i % 3 == 0 { "bob" } else { "alice" };
+        let new = NewApp {
+            created_by: owner.to_owned(),
+            organization: if i % 2 == 0 { "acme" } else { "" }.to_owned(),
+            ..app(&format!("app-{i:02}"))
+        };
+        s.create_app(&new).await.unwrap();
+    }
+    for filter in [
+        AppFilter::default(),
+        AppFilter {
+            created_by: Some("alice".into()),
+            organization: None,
+        },
+        AppFilter {
+            created_by: Some("bob".into()),
+            organization: None,
+        },
+        AppFilter {
+            created_by: None,
+            organization: Some("acme".into()),
+        },
+        AppFilter {
+            created_by: Some("alice".into()),
+            organization: Some(String::new()),
+        },
+    ] {
+        let everything = s.list_apps_by(&filter, None, u32::MAX).await.unwrap();
+        assert!(
+            everything
+                .windows(2)
+                .all(|w| w[0].client_id < w[1].client_id)
+        );
+        for limit in [1, 2, 4, 5] {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = s
+                    .list_apps_by(&filter, after.as_deref(), limit)
+                    .await
+                    .unwrap();
+                assert!(page.len() <= limit as usize);
+                seen.extend(page.iter().cloned());
+                if page.len() < limit as usize {
+                    break;
+                }
+                after = page.last().map(|a| a.client_id.clone());
+            }
+            assert_eq!(seen, everything, "{filter:?} limit {limit}");
+        }
+    }
+    let alice = s
+        .list_apps_by(
+            &AppFilter {
+                created_by: Some("alice".into()),
+                organization: None,
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(alice.len(), 15);
+    assert!(alice.iter().all(|a| a.created_by == "alice"));
+}
+
 pub(crate) async fn apps_update(ctx: Ctx) {
     let s = &ctx.store;
     let created = s.create_app(&app("upd")).await.unwrap();
@@ -372,8 +588,52 @@ pub(crate) async fn revocations_are_idempotent(ctx: Ctx) {
     s.revoke(&again).await.unwrap();
     let all = s.revocations_since(0).await.unwrap();
     assert_eq!(all.len(), 1);
-    assert_eq!(all[0].1, first);
-    assert_eq!(s.active_revocations(T0).await.unwrap(), vec![first]);
+    let (first_seq, stored) = all[0].clone();
+    // One row with the later cut-off and expiry, under a new sequence number, so pollers see the change.
+    assert_eq!(
+        stored,
+        Revocation {
+            revoked_at: T0 + 1,
+            expires_at: T0 + 500,
+            reason: "again".to_owned(),
+            ..first.clone()
+        }
+    );
+    // The same revocation once more changes nothing and is not reported again.
+    s.revoke(&again).await.unwrap();
+    assert_eq!(s.revocations_since(first_seq).await.unwrap(), vec![]);
+    // An older one does not move the cut-off back.
+    s.revoke(&first).await.unwrap();
+    assert_eq!(s.active_revocations(T0).await.unwrap(), vec![stored]);
+}
+
+pub(crate) async fn a_later_revocation_of_the_same_id_gets_a_new_sequence_number(ctx: Ctx) {
+    let s = &ctx.store;
+    let app = |revoked_at: i64| Revocation {
+        kind: RevocationKind::App,
+        token_id: "ci-bot".to_owned(),
+        expires_at: revoked_at + 3600,
+        reason: "app.deleted".to_owned(),
+        revoked_at,
+    };
+    s.revoke(&app(T0)).await.unwrap();
+    s.revoke(&revocation("other", T0 + 10)).await.unwrap();
+    let seen = s.revocations_since(0).await.unwrap();
+    let last = seen.last().unwrap().0;
+    // Purging the newest row must not let a later number fall at or below one already handed out.
+    s.purge_expired(T0 + 11).await.unwrap();
+    s.revoke(&app(T0 + 100)).await.unwrap();
+    let fresh = s.revocations_since(last).await.unwrap();
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(fresh[0].1, app(T0 + 100));
+    s.revoke(&app(T0 + 200)).await.unwrap();
+    let again = s.revocations_since(fresh[0].0).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.revoked_at, T0 + 200);
+    s.revoke(&revocation("third", T0 + 9999)).await.unwrap();
+    let after = s.revocations_since(again[0].0).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].1.token_id, "third");
 }
 
 pub(crate) async fn revocations_active_and_purge(ctx: Ctx) {
@@ -536,6 +796,128 @@ pub(crate) async fn audit_scrubs_nul(ctx: Ctx) {
     assert_eq!(got.kind, "client.auth_failed");
 }
 
+fn kinds(events: &[AuditEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+pub(crate) async fn audit_list_filters_by_kind_and_since(ctx: Ctx) {
+    let s = &ctx.store;
+    for (at, kind) in [
+        (10, "app.created"),
+        (20, "token.issued"),
+        (30, "app.deleted"),
+        (30, "app.created"),
+        (40, "client.auth_failed"),
+        (50, "app.created"),
+        (50, "token.issued"),
+    ] {
+        s.record(&event(at, kind)).await.unwrap();
+    }
+    let list = |kind: Option<&str>, since: Option<i64>, limit: u32| {
+        let filter = AuditFilter {
+            kind: kind.map(str::to_owned),
+            since,
+        };
+        async move { s.list_audit(&filter, limit).await.unwrap() }
+    };
+    // The default filter is recent(): newest first, later recorded first among equal times.
+    assert_eq!(list(None, None, 100).await, s.recent(100).await.unwrap());
+    assert_eq!(
+        kinds(&list(None, None, 3).await),
+        ["token.issued", "app.created", "client.auth_failed"]
+    );
+
+    let created = list(Some("app.created"), None, 100).await;
+    assert_eq!(
+        created.iter().map(|e| e.at).collect::<Vec<_>>(),
+        [50, 30, 10]
+    );
+    assert_eq!(created[0], event(50, "app.created"));
+    // Exact kinds: no prefix matching, no case folding.
+    assert!(list(Some("app"), None, 100).await.is_empty());
+    assert!(list(Some("APP.CREATED"), None, 100).await.is_empty());
+
+    // since is inclusive.
+    assert_eq!(
+        kinds(&list(None, Some(30), 100).await),
+        [
+            "token.issued",
+            "app.created",
+            "client.auth_failed",
+            "app.created",
+            "app.deleted"
+        ]
+    );
+    assert!(list(None, Some(51), 100).await.is_empty());
+    assert_eq!(list(None, Some(i64::MIN), 100).await.len(), 7);
+
+    let both = list(Some("app.created"), Some(30), 100).await;
+    assert_eq!(both.iter().map(|e| e.at).collect::<Vec<_>>(), [50, 30]);
+    assert_eq!(list(Some("app.created"), Some(30), 1).await.len(), 1);
+    assert!(list(Some("app.created"), None, 0).await.is_empty());
+
+    // A kind recorded with a NUL is found by the same text (stored with U+FFFD), not by an error.
+    s.record(&event(60, "evil\0kind")).await.unwrap();
+    assert_eq!(
+        kinds(&list(Some("evil\0kind"), None, 100).await),
+        ["evil\u{FFFD}kind"]
+    );
+    assert_eq!(list(Some("evil\u{FFFD}kind"), None, 100).await.len(), 1);
+}
+
+pub(crate) async fn audit_prune_in_batches_keeps_newer_rows(ctx: Ctx) {
+    let s = &ctx.store;
+    // Ten old events, two at the cut-off itself, three newer; recorded out of order.
+    for at in [5, 1, 9, 3, 7, 2, 8, 4, 6, 0] {
+        s.record(&event(T0 - 100 + at, "old")).await.unwrap();
+    }
+    for (at, kind) in [(T0 + 5, "new"), (T0, "edge"), (T0 + 1, "new"), (T0, "edge")] {
+        s.record(&event(at, kind)).await.unwrap();
+    }
+    assert_eq!(s.prune_audit(T0, 0).await.unwrap(), 0);
+    assert_eq!(s.recent(100).await.unwrap().len(), 14);
+
+    let mut removed = Vec::new();
+    loop {
+        let n = s.prune_audit(T0, 4).await.unwrap();
+        removed.push(n);
+        if n < 4 {
+            break;
+        }
+    }
+    assert_eq!(removed, [4, 4, 2]);
+    let left = s.recent(100).await.unwrap();
+    // Events at the cut-off are kept (at < before is what goes).
+    assert_eq!(kinds(&left), ["new", "new", "edge", "edge"]);
+    assert!(left.iter().all(|e| e.at >= T0));
+    assert_eq!(s.prune_audit(T0, 4).await.unwrap(), 0);
+
+    // The oldest go first.
+    for at in [30, 10, 20] {
+        s.record(&event(at, &format!("t{at}"))).await.unwrap();
+    }
+    assert_eq!(s.prune_audit(T0, 2).await.unwrap(), 2);
+    let left = s
+        .list_audit(
+            &AuditFilter {
+                kind: None,
+                since: Some(0),
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kinds(&left), ["new", "new", "edge", "edge", "t30"]);
+
+    // A second store (another replica) pruning at the same time removes each row once.
+    s.record(&event(1, "x")).await.unwrap();
+    s.record(&event(2, "x")).await.unwrap();
+    let other = ctx.reopen().await;
+    let (a, b) = tokio::join!(s.prune_audit(T0, 1000), other.prune_audit(T0, 1000));
+    assert_eq!(a.unwrap() + b.unwrap(), 3);
+    assert_eq!(s.recent(100).await.unwrap().len(), 4);
+}
+
 /// Another process opening the same database re-runs the (already applied) migrations and sees the same data.
 pub(crate) async fn reopen_keeps_data(ctx: Ctx) {
     let s = &ctx.store;
@@ -565,7 +947,7 @@ pub(crate) async fn revocations_kinds_are_separate(ctx: Ctx) {
         .await
         .unwrap();
     }
-    // Again per kind, with other details: the first record of each kind is kept.
+    // Again per kind, with a later expiry: each kind keeps its own row, extended.
     for kind in RevocationKind::ALL {
         s.revoke(&Revocation {
             kind,
@@ -582,7 +964,7 @@ pub(crate) async fn revocations_kinds_are_separate(ctx: Ctx) {
     );
     assert!(
         all.iter()
-            .all(|(_, r)| r.reason == "test" && r.expires_at == T0 + 100)
+            .all(|(_, r)| r.reason == "again" && r.expires_at == T0 + 900)
     );
     let active = s.active_revocations(T0).await.unwrap();
     assert_eq!(active.len(), 4);
@@ -590,7 +972,8 @@ pub(crate) async fn revocations_kinds_are_separate(ctx: Ctx) {
         active[1],
         Revocation {
             kind: RevocationKind::Family,
-            ..revocation("same-id", T0 + 100)
+            reason: "again".to_owned(),
+            ..revocation("same-id", T0 + 900)
         }
     );
 }
