@@ -83,24 +83,15 @@ impl CookiePolicy {
 /// The value of cookie `name` in the request, if it is present and well-formed (base64url characters only, at
 /// most 128 of them: anything else is not one of ours).
 pub fn read<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    read_at_most(headers, name, 128)
 }
 
 /// The value of a sealed cookie `name` (see [`flyteauth_core::seal`]): base64url characters only, at most 4096.
 pub fn read_sealed<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    read_at_most(headers, name, flyteauth_core::seal::MAX_SEALED_CHARS)
+}
+
+fn read_at_most<'h>(headers: &'h HeaderMap, name: &str, max: usize) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -111,7 +102,7 @@ pub fn read_sealed<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.trim())
         .filter(|v| {
             !v.is_empty()
-                && v.len() <= 4096
+                && v.len() <= max
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
