@@ -168,6 +168,46 @@ impl TestServer {
         self.dir.path().join("secrets")
     }
 
+    /// The configuration file the server was started with; `flyteauth --config` on it reaches the same store.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("flyteauth.yaml")
+    }
+
+    /// Runs the `flyteauth` binary ([`flyteauth_bin`]) on this server's configuration: `group` (e.g. `apps`)
+    /// with `--config <file>`, then `args`. Bounded to 60 s; runs off the async threads, so the server keeps
+    /// answering meanwhile.
+    pub async fn cli(&self, group: &str, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(flyteauth_bin());
+        command
+            .arg(group)
+            .arg("--config")
+            .arg(self.config_file())
+            .args(args)
+            .env_remove("FLYTEAUTH_CONFIG")
+            .env_remove("FLYTEAUTH_DATA_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        tokio::task::spawn_blocking(move || {
+            let what = format!("{command:?}");
+            let mut child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{what} did not finish within 60 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
     /// A client-credentials token for `client_id`, as the Flyte SDKs request it.
     pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
         let response = token_request(self, client_id, secret, "scope=").await;
@@ -220,6 +260,26 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Environment variable naming the `flyteauth` binary the CLI tests run; `scripts/test-all` sets it.
+pub const BIN_VAR: &str = "FLYTEAUTH_BIN";
+
+/// The `flyteauth` binary: [`BIN_VAR`], else the workspace's `target/debug/flyteauth`. Panics when neither
+/// exists (build it with `cargo build -p flyteauth-server --bin flyteauth`): these tests are never skipped.
+pub fn flyteauth_bin() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = match std::env::var_os(BIN_VAR) {
+        // Tests run in the package directory; a relative path is meant from the workspace root.
+        Some(path) if !path.is_empty() => workspace.join(path),
+        _ => workspace.join("target/debug/flyteauth"),
+    };
+    assert!(
+        path.is_file(),
+        "the flyteauth binary is not at {} (set {BIN_VAR}, or run `cargo build -p flyteauth-server --bin flyteauth` first)",
+        path.display()
+    );
+    path
 }
 
 /// Basic credentials exactly as the Flyte SDKs build them (secret `quote_plus`-encoded first).
