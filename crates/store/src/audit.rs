@@ -47,7 +47,7 @@ pub struct AuditFilter {
 pub struct AuditEvent {
     /// When it happened, unix seconds.
     pub at: i64,
-    /// Dotted event name, e.g. `"token.issued"`, `"client.auth_failed"`, `"app.created"`.
+    /// Dotted event name, e.g. `"token.issued"`, `"client.authentication_failed"`, `"app.created"`.
     pub kind: String,
     /// The client involved (empty if none).
     pub client_id: String,

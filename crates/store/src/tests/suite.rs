@@ -786,14 +786,14 @@ pub(crate) async fn audit_scrubs_nul(ctx: Ctx) {
         client_id: "evil\0id".to_owned(),
         subject: "\0".to_owned(),
         detail: json!({"k\0": ["v\0"]}),
-        ..event(T0, "client.auth_failed")
+        ..event(T0, "client.authentication_failed")
     };
     s.record(&e).await.unwrap();
     let got = s.recent(1).await.unwrap().remove(0);
     assert_eq!(got.client_id, "evil\u{FFFD}id");
     assert_eq!(got.subject, "\u{FFFD}");
     assert_eq!(got.detail, json!({"k\u{FFFD}": ["v\u{FFFD}"]}));
-    assert_eq!(got.kind, "client.auth_failed");
+    assert_eq!(got.kind, "client.authentication_failed");
 }
 
 fn kinds(events: &[AuditEvent]) -> Vec<&str> {
@@ -807,7 +807,7 @@ pub(crate) async fn audit_list_filters_by_kind_and_since(ctx: Ctx) {
         (20, "token.issued"),
         (30, "app.deleted"),
         (30, "app.created"),
-        (40, "client.auth_failed"),
+        (40, "client.authentication_failed"),
         (50, "app.created"),
         (50, "token.issued"),
     ] {
@@ -824,7 +824,11 @@ pub(crate) async fn audit_list_filters_by_kind_and_since(ctx: Ctx) {
     assert_eq!(list(None, None, 100).await, s.recent(100).await.unwrap());
     assert_eq!(
         kinds(&list(None, None, 3).await),
-        ["token.issued", "app.created", "client.auth_failed"]
+        [
+            "token.issued",
+            "app.created",
+            "client.authentication_failed"
+        ]
     );
 
     let created = list(Some("app.created"), None, 100).await;
@@ -843,7 +847,7 @@ pub(crate) async fn audit_list_filters_by_kind_and_since(ctx: Ctx) {
         [
             "token.issued",
             "app.created",
-            "client.auth_failed",
+            "client.authentication_failed",
             "app.created",
             "app.deleted"
         ]
