@@ -5,6 +5,12 @@
 //!
 //! It checks what a strict provider checks (client authentication, the code, its redirect URI, the PKCE verifier)
 //! so a server that skips a step fails here as it would against a real one.
+//!
+//! It is also the external authorization server of the External-mode tests: it mints access tokens
+//! ([`FakeIdp::user_access_token`], [`FakeIdp::app_access_token`], bent by an [`AccessTokenFlaw`]), rotates its
+//! key ([`FakeIdp::rotate_key`]), announces a device authorization endpoint, and serves its metadata at
+//! `/.well-known/openid-configuration` and, when asked ([`FakeIdp::set_oauth_metadata`]), at
+//! `/.well-known/oauth-authorization-server`.
 
 use crate::{StartOptions, TestServer};
 use axum::extract::{Request, State};
@@ -165,8 +171,36 @@ struct IssuedCode {
     used: bool,
 }
 
+/// What is wrong with an access token the provider mints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessTokenFlaw {
+    /// Nothing: RS256 with the current published key and its `kid`.
+    #[default]
+    None,
+    /// `iss` is another server.
+    WrongIssuer,
+    /// `aud` is another API.
+    WrongAudience,
+    /// `exp` ten minutes in the past.
+    Expired,
+    /// `alg: none`, unsigned.
+    AlgNone,
+    /// HS256 with the provider's public key (its SPKI PEM) as the MAC key, under the published `kid`: the
+    /// classic key-confusion attack on validators that take the algorithm from the token.
+    Hs256PublicKey,
+    /// RS256 with a key (and `kid`) the JWKS does not publish.
+    UnknownKey,
+}
+
+/// The client id of the user tokens [`FakeIdp::user_access_token`] mints (an interactive CLI client).
+pub const USER_TOKEN_CLIENT_ID: &str = "flytectl-okta";
+
 #[derive(Debug, Default)]
 struct Inner {
+    /// Whether `/.well-known/oauth-authorization-server` answers (else 404, as at Okta's org server).
+    oauth_metadata: bool,
+    /// Whether the provider has moved to its second key (published first; the old one stays published).
+    rotated: bool,
     authorize: AuthorizeAnswer,
     id_token: IdTokenAnswer,
     token: TokenAnswer,
@@ -203,6 +237,74 @@ fn keys() -> &'static (SigningKey, SigningKey) {
     })
 }
 
+/// The key the provider moves to on [`FakeIdp::rotate_key`]; generated on first use.
+fn rotated_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate().unwrap().0)
+}
+
+/// A DER length.
+fn der_len(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    der_len(content.len(), &mut out);
+    out.extend_from_slice(content);
+    out
+}
+
+fn der_uint(bytes: &[u8]) -> Vec<u8> {
+    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut content = Vec::with_capacity(trimmed.len() + 1);
+    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+        content.push(0);
+    }
+    content.extend(trimmed);
+    der(0x02, &content)
+}
+
+/// The SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`) of an RSA public key, as an IdP publishes it.
+pub fn public_key_pem(key: &flyteauth_core::keys::VerifyingKey) -> String {
+    let rsa_public_key = der(
+        0x30,
+        &[der_uint(key.modulus()), der_uint(key.exponent())].concat(),
+    );
+    // rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters.
+    let algorithm = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let bit_string = der(0x03, &[&[0u8][..], &rsa_public_key].concat());
+    let spki = der(0x30, &[algorithm, bit_string].concat());
+    let b64 = STANDARD.encode(spki);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -231,8 +333,24 @@ impl FakeIdp {
 
     /// Starts a provider that knows the client `client_id` with `client_secret`.
     pub async fn start_for(client_id: &str, client_secret: &str) -> Self {
-        let _ = keys();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(tcp, client_id, client_secret).await
+    }
+
+    /// Starts a provider (knowing [`CLIENT_ID`]) at `base`, a `http://127.0.0.1:<port>` URL such as
+    /// [`closed_base_url`] returned: for a server that started while the provider was down.
+    pub async fn start_at(base: &str) -> Self {
+        let addr: SocketAddr = base
+            .strip_prefix("http://")
+            .expect("an http://127.0.0.1:<port> URL")
+            .parse()
+            .unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::start_on(tcp, CLIENT_ID, CLIENT_SECRET).await
+    }
+
+    async fn start_on(tcp: tokio::net::TcpListener, client_id: &str, client_secret: &str) -> Self {
+        let _ = keys();
         let addr = tcp.local_addr().unwrap();
         let base = format!("http://127.0.0.1:{}", addr.port());
         let shared = Arc::new(Shared {
@@ -246,6 +364,10 @@ impl FakeIdp {
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(oauth_metadata),
+            )
             .route("/jwks", get(jwks))
             .route("/authorize", get(authorize))
             .route("/token", axum::routing::post(token))
@@ -354,6 +476,127 @@ impl FakeIdp {
         self.inner().issued_id_tokens.clone()
     }
 
+    /// Whether `/.well-known/oauth-authorization-server` answers with the metadata (else 404; the default).
+    pub fn set_oauth_metadata(&self, served: bool) {
+        self.inner().oauth_metadata = served;
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.count("/jwks")
+    }
+
+    /// How many times a metadata document was fetched (either well-known path, 404s included).
+    pub fn metadata_fetches(&self) -> usize {
+        self.count("/.well-known/openid-configuration")
+            + self.count("/.well-known/oauth-authorization-server")
+    }
+
+    /// Moves to a new signing key: it is published first and signs from now on; the old key stays published.
+    pub fn rotate_key(&self) {
+        let _ = rotated_key();
+        self.inner().rotated = true;
+    }
+
+    /// The key id access tokens are signed with now.
+    pub fn current_kid(&self) -> String {
+        current_key(&self.inner()).kid().to_owned()
+    }
+
+    /// An access token for the person signed in ([`FakeIdp::user`]), as Okta mints it for an interactive client:
+    /// `sub` the person, `cid` [`USER_TOKEN_CLIENT_ID`], `scp` `[all, offline]`, profile claims, for `audience`.
+    pub fn user_access_token(&self, audience: &str, flaw: AccessTokenFlaw) -> String {
+        let user = self.user();
+        let claims = json!({
+            "sub": user.sub,
+            "cid": USER_TOKEN_CLIENT_ID,
+            "uid": "00u1ab2CDEfgh3IJK4x7",
+            "scp": ["all", "offline"],
+            "aud": audience,
+            "email": user.email,
+            "name": user.name,
+            "preferred_username": user.preferred_username,
+            "groups": user.groups,
+        });
+        self.sign_access_token(claims, flaw)
+    }
+
+    /// An access token of the client-credentials grant for `client_id`: `sub` and `cid` the client, `scp`
+    /// `[all]`, for `audience`.
+    pub fn app_access_token(
+        &self,
+        client_id: &str,
+        audience: &str,
+        flaw: AccessTokenFlaw,
+    ) -> String {
+        let claims = json!({
+            "sub": client_id,
+            "cid": client_id,
+            "scp": ["all"],
+            "aud": audience,
+        });
+        self.sign_access_token(claims, flaw)
+    }
+
+    /// Signs `claims` (an object) as an access token of this provider after adding `iss`, `iat`, `exp` (an hour)
+    /// and `jti` where absent, bent by `flaw`.
+    pub fn sign_access_token(&self, mut claims: Value, flaw: AccessTokenFlaw) -> String {
+        let now = now();
+        let object = claims.as_object_mut().unwrap();
+        object.entry("iss").or_insert_with(|| json!(self.base));
+        object.entry("iat").or_insert_with(|| json!(now));
+        object.entry("exp").or_insert_with(|| json!(now + 3600));
+        object
+            .entry("jti")
+            .or_insert_with(|| json!(format!("AT.{}", random())));
+        object.insert("ver".into(), json!(1));
+        match flaw {
+            AccessTokenFlaw::WrongIssuer => {
+                object.insert("iss".into(), json!("https://other-idp.example"));
+            }
+            AccessTokenFlaw::WrongAudience => {
+                object.insert("aud".into(), json!("api://someone-else"));
+            }
+            AccessTokenFlaw::Expired => {
+                object.insert("iat".into(), json!(now - 4200));
+                object.insert("exp".into(), json!(now - 600));
+            }
+            _ => {}
+        }
+        let current: &'static SigningKey = current_key(&self.inner());
+        match flaw {
+            AccessTokenFlaw::AlgNone => {
+                let header = URL_SAFE_NO_PAD.encode(format!(
+                    r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+                    current.kid()
+                ));
+                let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+                format!("{header}.{payload}.")
+            }
+            AccessTokenFlaw::Hs256PublicKey => {
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+                header.kid = Some(current.kid().to_owned());
+                let pem = public_key_pem(current.public());
+                jsonwebtoken::encode(
+                    &header,
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()),
+                )
+                .unwrap()
+            }
+            _ => {
+                let key = if flaw == AccessTokenFlaw::UnknownKey {
+                    &keys().1
+                } else {
+                    current
+                };
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+                header.kid = Some(key.kid().to_owned());
+                jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap()
+            }
+        }
+    }
+
     /// The body of `auth.userAuth:` that federates to this provider (see [`user_auth_yaml`]).
     pub fn user_auth_yaml(&self, extra: &str) -> String {
         user_auth_yaml(&self.base, extra)
@@ -423,6 +666,22 @@ fn form_pairs(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The key access tokens are signed with now.
+fn current_key(inner: &Inner) -> &'static SigningKey {
+    if inner.rotated {
+        rotated_key()
+    } else {
+        &keys().0
+    }
+}
+
+async fn oauth_metadata(State(idp): State<Idp>) -> Response {
+    if !idp.inner.lock().unwrap().oauth_metadata {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    discovery(State(idp)).await.into_response()
+}
+
 async fn discovery(State(idp): State<Idp>) -> Json<Value> {
     let base = &idp.base;
     let mut doc = json!({
@@ -438,6 +697,7 @@ async fn discovery(State(idp): State<Idp>) -> Json<Value> {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
         "grant_types_supported": ["authorization_code"],
+        "device_authorization_endpoint": format!("{base}/device/authorize"),
         "scopes_supported": ["openid", "profile", "email", "groups"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "email", "name",
             "preferred_username", "groups"],
@@ -448,8 +708,13 @@ async fn discovery(State(idp): State<Idp>) -> Json<Value> {
     Json(doc)
 }
 
-async fn jwks() -> Json<Value> {
-    Json(json!({"keys": [keys().0.public().jwk()]}))
+async fn jwks(State(idp): State<Idp>) -> Json<Value> {
+    let published = keys().0.public().jwk();
+    if idp.inner.lock().unwrap().rotated {
+        Json(json!({"keys": [rotated_key().public().jwk(), published]}))
+    } else {
+        Json(json!({"keys": [published]}))
+    }
 }
 
 fn see_other(location: &str) -> Response {

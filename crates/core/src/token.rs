@@ -3,6 +3,10 @@
 //!
 //! Validation is the hot path of the whole product (every RPC and `/me`), so [`TokenValidator::validate`] does
 //! the minimum: one header decode into a stack buffer, one signature check, one claims decode, no I/O.
+//!
+//! A validator works in one of two modes, fixed at construction: our own tokens ([`TokenValidator::new`]), or the
+//! tokens of an external authorization server ([`TokenValidator::external`], keys and issuer held by a
+//! [`RemoteAuthority`] the server keeps fresh). Both share the memo and the revocation set.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,11 +28,14 @@ use crate::keys::KeyRing;
 use crate::revocation::RevocationSet;
 
 mod cache;
+mod external;
 pub use cache::{
     CAPACITY as VERIFIED_TOKEN_CAPACITY, MAX_TOKEN_BYTES as VERIFIED_TOKEN_MAX_BYTES,
     PER_PRINCIPAL_CAPACITY as VERIFIED_TOKENS_PER_PRINCIPAL,
 };
 use cache::{Verified, VerifiedTokens};
+use external::ExternalMode;
+pub use external::{ExternalRules, KeySetError, MAX_REMOTE_KEYS, RemoteAuthority};
 
 /// The `typ` header of our access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -219,10 +226,13 @@ pub enum ValidationError {
     /// Not a well-formed compact JWS with JSON header and claims, or not an access token (`typ`).
     #[error("the token is malformed")]
     Malformed,
-    /// `alg` is not RS256 (e.g. `none`, HS256).
+    /// `alg` is not one we accept: RS256 for our own tokens; for an external server's, RS256/384/512,
+    /// PS256/384/512, ES256 or ES384 (never `none` or HS*).
     #[error("the token's algorithm is not accepted")]
     UnsupportedAlgorithm,
-    /// No `kid`, or a `kid` that is neither the current nor the previous key.
+    /// No `kid`, or a `kid` that is neither the current nor the previous key; for an external server, a `kid`
+    /// its key set does not hold (or no key of the token's type when there is no `kid`), which is worth one
+    /// refetch of the set.
     #[error("the token was signed by an unknown key")]
     UnknownKey,
     /// The signature does not match.
@@ -410,24 +420,40 @@ impl TokenIssuer {
     }
 }
 
-/// Validates access tokens against a key ring, issuer and audiences.
+/// Validates access tokens: ours against a key ring, issuer and audiences, or an external server's against its
+/// [`RemoteAuthority`].
 pub struct TokenValidator {
-    keys: Arc<KeyRing>,
-    issuer: String,
-    audiences: Vec<String>,
+    mode: Mode,
     leeway: i64,
     clock: Arc<dyn Clock>,
     verified: VerifiedTokens,
     revocations: Arc<RevocationSet>,
 }
 
+/// Whose tokens a validator accepts.
+enum Mode {
+    /// Ours: RS256 by a key of the ring, `typ: at+jwt`, our claims.
+    Own(OwnMode),
+    /// An external authorization server's.
+    External(ExternalMode),
+}
+
+struct OwnMode {
+    keys: Arc<KeyRing>,
+    issuer: String,
+    audiences: Vec<String>,
+}
+
 impl fmt::Debug for TokenValidator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenValidator")
-            .field("issuer", &self.issuer)
-            .field("audiences", &self.audiences)
-            .field("leeway", &self.leeway)
-            .finish()
+        let mut d = f.debug_struct("TokenValidator");
+        match &self.mode {
+            Mode::Own(own) => d
+                .field("issuer", &own.issuer)
+                .field("audiences", &own.audiences),
+            Mode::External(ext) => d.field("external", ext),
+        };
+        d.field("leeway", &self.leeway).finish()
     }
 }
 
@@ -476,10 +502,36 @@ impl TokenValidator {
         leeway: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::with_mode(
+            Mode::Own(OwnMode {
+                keys,
+                issuer,
+                audiences,
+            }),
+            leeway,
+            clock,
+        )
+    }
+
+    /// A validator accepting the access tokens of an external authorization server: signed by a key `authority`
+    /// holds at the time, with the claims checked by `rules` (see [`RemoteAuthority`] and [`ExternalRules`]),
+    /// tolerating `leeway` of clock skew on `exp`, `nbf` and `iat`.
+    pub fn external(
+        authority: Arc<RemoteAuthority>,
+        rules: ExternalRules,
+        leeway: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::with_mode(
+            Mode::External(ExternalMode::new(authority, rules)),
+            leeway,
+            clock,
+        )
+    }
+
+    fn with_mode(mode: Mode, leeway: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
-            keys,
-            issuer,
-            audiences,
+            mode,
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
             clock,
             verified: VerifiedTokens::default(),
@@ -499,28 +551,70 @@ impl TokenValidator {
         &self.revocations
     }
 
+    /// Whether this validator accepts an external server's tokens ([`TokenValidator::external`]).
+    pub fn is_external(&self) -> bool {
+        matches!(self.mode, Mode::External(_))
+    }
+
+    /// The external server's keys and issuer, for a validator made by [`TokenValidator::external`].
+    pub fn authority(&self) -> Option<&Arc<RemoteAuthority>> {
+        match &self.mode {
+            Mode::Own(_) => None,
+            Mode::External(ext) => Some(ext.authority()),
+        }
+    }
+
     /// Validates `token` and returns who it speaks for. Scopes are not checked here (callers decide).
     ///
     /// A token that passed before is answered from a bounded memo keyed by its exact bytes, with only `exp`,
     /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call. The
     /// [revocations](Self::revocations) are consulted on both paths, so a revoked token fails even when
-    /// remembered ([`ValidationError::Revoked`]).
+    /// remembered ([`ValidationError::Revoked`]). In external mode a remembered token is verified afresh once
+    /// the authority dropped a key or changed its issuer since.
     pub fn validate(&self, token: &str) -> Result<Arc<Identity>, ValidationError> {
+        // The mode is matched once here; each arm is its own copy of the memo logic, so our own tokens pay
+        // nothing for the external mode's key-set epoch.
+        match &self.mode {
+            Mode::Own(own) => self.validate_memo::<false>(token, 0, |now| {
+                own.verify(token, now, self.leeway)
+                    .map(|(identity, not_before)| (identity, not_before, 0))
+            }),
+            Mode::External(ext) => {
+                self.validate_memo::<true>(token, ext.authority().epoch(), |now| {
+                    ext.verify(token, now, self.leeway)
+                })
+            }
+        }
+    }
+
+    /// The memo around `verify`, which returns the identity, the later of `iat` and `nbf`, and the key-set
+    /// epoch it was verified under. With `CHECK_EPOCH`, a hit from another `epoch` is verified again.
+    #[inline(always)]
+    fn validate_memo<const CHECK_EPOCH: bool>(
+        &self,
+        token: &str,
+        epoch: u64,
+        verify: impl FnOnce(i64) -> Result<(Identity, i64, u64), ValidationError>,
+    ) -> Result<Arc<Identity>, ValidationError> {
         let now = self.clock.unix_now();
         if let Some(hit) = self.verified.get(token) {
-            if now >= hit.identity.expires_at.saturating_add(self.leeway) {
+            if CHECK_EPOCH && hit.epoch != epoch {
                 self.verified.remove(token);
-                return Err(ValidationError::Expired);
+            } else {
+                if now >= hit.identity.expires_at.saturating_add(self.leeway) {
+                    self.verified.remove(token);
+                    return Err(ValidationError::Expired);
+                }
+                if hit.not_before > now.saturating_add(self.leeway) {
+                    return Err(ValidationError::NotYetValid);
+                }
+                if self.revocations.is_revoked(&hit.identity) {
+                    return Err(ValidationError::Revoked);
+                }
+                return Ok(hit.identity.clone());
             }
-            if hit.not_before > now.saturating_add(self.leeway) {
-                return Err(ValidationError::NotYetValid);
-            }
-            if self.revocations.is_revoked(&hit.identity) {
-                return Err(ValidationError::Revoked);
-            }
-            return Ok(hit.identity.clone());
         }
-        let (identity, not_before) = self.verify(token, now)?;
+        let (identity, not_before, epoch) = verify(now)?;
         if self.revocations.is_revoked(&identity) {
             return Err(ValidationError::Revoked);
         }
@@ -530,6 +624,7 @@ impl TokenValidator {
             Verified {
                 identity: identity.clone(),
                 not_before,
+                epoch,
             },
             now,
             self.leeway,
@@ -540,7 +635,11 @@ impl TokenValidator {
     /// Full validation of `token` including revocations, neither consulting nor filling the memo (what a first
     /// sighting costs).
     pub fn validate_uncached(&self, token: &str) -> Result<Identity, ValidationError> {
-        let (identity, _) = self.verify(token, self.clock.unix_now())?;
+        let now = self.clock.unix_now();
+        let identity = match &self.mode {
+            Mode::Own(own) => own.verify(token, now, self.leeway)?.0,
+            Mode::External(ext) => ext.verify(token, now, self.leeway)?.0,
+        };
         if self.revocations.is_revoked(&identity) {
             return Err(ValidationError::Revoked);
         }
@@ -551,33 +650,69 @@ impl TokenValidator {
     pub fn remembered(&self) -> usize {
         self.verified.len()
     }
+}
 
-    /// Full validation: header, signature, claims. Returns the identity and the later of `iat` and `nbf`.
-    fn verify(&self, token: &str, now: i64) -> Result<(Identity, i64), ValidationError> {
-        let mut parts = token.splitn(3, '.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(ValidationError::Malformed);
-        };
-        if signature_b64.contains('.') {
-            return Err(ValidationError::Malformed);
+/// The parts of a compact JWS: base64url header, payload and signature, and the signing input
+/// (`header.payload`).
+struct Parts<'t> {
+    header_b64: &'t str,
+    payload_b64: &'t str,
+    signature_b64: &'t str,
+    message: &'t [u8],
+}
+
+/// Splits a compact JWS into its three parts; anything else is [`ValidationError::Malformed`].
+#[inline]
+fn split_token(token: &str) -> Result<Parts<'_>, ValidationError> {
+    let mut parts = token.splitn(3, '.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ValidationError::Malformed);
+    };
+    if signature_b64.contains('.') {
+        return Err(ValidationError::Malformed);
+    }
+    let message_len = header_b64.len() + 1 + payload_b64.len();
+    Ok(Parts {
+        header_b64,
+        payload_b64,
+        signature_b64,
+        message: &token.as_bytes()[..message_len],
+    })
+}
+
+/// The JSON of a base64url header: decoded into `stack` when it fits (ours always do), else into `heap`.
+#[inline]
+fn decode_header<'b>(
+    header_b64: &str,
+    stack: &'b mut [u8; HEADER_STACK_BYTES],
+    heap: &'b mut Vec<u8>,
+) -> Result<&'b [u8], ValidationError> {
+    match URL_SAFE_NO_PAD.decode_slice(header_b64, stack) {
+        Ok(len) => Ok(&stack[..len]),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            *heap = URL_SAFE_NO_PAD
+                .decode(header_b64)
+                .map_err(|_| ValidationError::Malformed)?;
+            Ok(heap)
         }
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(ValidationError::Malformed),
+    }
+}
 
+impl OwnMode {
+    /// Full validation: header, signature, claims. Returns the identity and the later of `iat` and `nbf`.
+    fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        leeway: i64,
+    ) -> Result<(Identity, i64), ValidationError> {
+        let parts = split_token(token)?;
         let mut stack = [0u8; HEADER_STACK_BYTES];
-        let heap;
-        let header_json: &[u8] = match URL_SAFE_NO_PAD.decode_slice(header_b64, &mut stack) {
-            Ok(len) => &stack[..len],
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                heap = URL_SAFE_NO_PAD
-                    .decode(header_b64)
-                    .map_err(|_| ValidationError::Malformed)?;
-                &heap
-            }
-            Err(base64::DecodeSliceError::DecodeError(_)) => {
-                return Err(ValidationError::Malformed);
-            }
-        };
+        let mut heap = Vec::new();
+        let header_json = decode_header(parts.header_b64, &mut stack, &mut heap)?;
         let header: JoseHeader<'_> =
             serde_json::from_slice(header_json).map_err(|_| ValidationError::Malformed)?;
         if header.alg.as_deref() != Some("RS256") {
@@ -593,11 +728,9 @@ impl TokenValidator {
             .and_then(|kid| self.keys.find(kid))
             .ok_or(ValidationError::UnknownKey)?;
 
-        let message_len = header_b64.len() + 1 + payload_b64.len();
-        let message = &token.as_bytes()[..message_len];
         match jsonwebtoken::crypto::verify(
-            signature_b64,
-            message,
+            parts.signature_b64,
+            parts.message,
             key.decoding_key(),
             Algorithm::RS256,
         ) {
@@ -607,14 +740,19 @@ impl TokenValidator {
         }
 
         let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
+            .decode(parts.payload_b64)
             .map_err(|_| ValidationError::Malformed)?;
         let raw: RawClaims =
             serde_json::from_slice(&payload).map_err(|_| ValidationError::Malformed)?;
-        self.check_claims(raw, now)
+        self.check_claims(raw, now, leeway)
     }
 
-    fn check_claims(&self, raw: RawClaims, now: i64) -> Result<(Identity, i64), ValidationError> {
+    fn check_claims(
+        &self,
+        raw: RawClaims,
+        now: i64,
+        leeway: i64,
+    ) -> Result<(Identity, i64), ValidationError> {
         use ValidationError::MissingClaim;
         let exp = raw.exp.ok_or(MissingClaim("exp"))?;
         let iat = raw.iat.ok_or(MissingClaim("iat"))?;
@@ -629,11 +767,11 @@ impl TokenValidator {
             .ok_or(MissingClaim("identity_type"))
             .and_then(|t| PrincipalKind::parse(t).ok_or(ValidationError::Malformed))?;
 
-        if now >= exp.saturating_add(self.leeway) {
+        if now >= exp.saturating_add(leeway) {
             return Err(ValidationError::Expired);
         }
         let not_before = raw.nbf.map_or(iat, |nbf| nbf.max(iat));
-        let latest_start = now.saturating_add(self.leeway);
+        let latest_start = now.saturating_add(leeway);
         if raw.nbf.is_some_and(|nbf| nbf > latest_start) || iat > latest_start {
             return Err(ValidationError::NotYetValid);
         }

@@ -171,11 +171,7 @@ fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> 
 fn http_router(state: AppState, extra: Router) -> Router {
     let cors = cors(&state.config.server.security);
     let max_body_bytes = state.config.flyteauth.max_request_bytes;
-    let store = state.store.clone();
-    let ready = move || {
-        let store = store.clone();
-        async move { store.ping().await }
-    };
+    let probes = health::for_state(state.clone());
     Router::new()
         .merge(
             oauth_routes()
@@ -185,7 +181,7 @@ fn http_router(state: AppState, extra: Router) -> Router {
         .merge(flyte_http_routes())
         .merge(rpc::connect_routes::router(max_body_bytes))
         .with_state(state)
-        .merge(health::router(ready))
+        .merge(probes)
         .merge(extra)
         .route("/metrics", get(metrics::handler))
         .fallback(not_found)
@@ -201,7 +197,8 @@ pub fn service(state: AppState) -> Dispatch {
 /// [`service`] with `extra` HTTP routes behind the same middleware as every other route: for
 /// embedding, and for benchmarks whose baseline must share the production stack.
 pub fn service_with(state: AppState, extra: Router) -> Dispatch {
-    let (_reporter, health_service) = health::grpc_service();
+    let (reporter, health_service) = health::grpc_service();
+    health::follow_readiness(&state, reporter);
     let grpc_routes = grpc::Services::routes(state.clone())
         .add_service(health_service)
         .into_axum_router()

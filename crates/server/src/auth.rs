@@ -2,11 +2,15 @@
 //!
 //! This is the hot path (every RPC, every `/me`): a header lookup, one signature check in
 //! [`flyteauth_core::token::TokenValidator`], no database round trip.
+//!
+//! In External mode a token signed by a key we do not have yet triggers one (rate-limited) refetch of the
+//! external server's keys and is validated once more ([`authorize_platform_call`]).
 
 use crate::error::{ApiError, CredentialProblem};
 use crate::metrics;
 use crate::state::AppState;
 use flyteauth_core::identity::Identity;
+use flyteauth_core::token::ValidationError;
 use http::{HeaderMap, HeaderName};
 use std::sync::Arc;
 
@@ -49,18 +53,29 @@ fn parse_bearer(value: &[u8]) -> Option<&str> {
     (!token.is_empty() && !token.contains(' ')).then_some(token)
 }
 
-/// Validates the caller's bearer token and returns its identity.
-pub fn authenticate(
+/// Validates the caller's bearer token and returns its identity. In External mode a token naming a key we do not
+/// have is validated again after the external server's keys were refetched (at most once per 30 s, shared by
+/// every caller); nothing waits in Self mode.
+pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     custom: &HeaderName,
 ) -> Result<Arc<Identity>, ApiError> {
-    let outcome = bearer_token(headers, custom).and_then(|token| {
-        state
-            .validator
-            .validate(token)
-            .map_err(CredentialProblem::Invalid)
-    });
+    let outcome = match bearer_token(headers, custom) {
+        Ok(token) => match (state.validator.validate(token), &state.external) {
+            (Err(ValidationError::UnknownKey), Some(external)) => {
+                let kid = crate::external::token_kid(token);
+                if external.refetch_keys_for_unknown_kid(kid.as_deref()).await {
+                    state.validator.validate(token)
+                } else {
+                    Err(ValidationError::UnknownKey)
+                }
+            }
+            (outcome, _) => outcome,
+        }
+        .map_err(CredentialProblem::Invalid),
+        Err(problem) => Err(problem),
+    };
     outcome.map_err(|problem| {
         metrics::validation_failed(problem.reason());
         ApiError::Credentials(problem)
@@ -68,12 +83,15 @@ pub fn authenticate(
 }
 
 /// Authenticates a platform call: valid credentials carrying the `all` scope.
-pub fn authorize_platform_call(
+pub async fn authorize_platform_call(
     state: &AppState,
     headers: &HeaderMap,
     custom: &HeaderName,
 ) -> Result<Arc<Identity>, ApiError> {
-    let identity = authenticate(state, headers, custom)?;
+    require_platform_scope(authenticate(state, headers, custom).await?)
+}
+
+fn require_platform_scope(identity: Arc<Identity>) -> Result<Arc<Identity>, ApiError> {
     if identity.has_scope(PLATFORM_SCOPE) {
         Ok(identity)
     } else {

@@ -19,7 +19,7 @@ impl Services {
         Self { state }
     }
 
-    fn user_info(
+    async fn user_info(
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<std::sync::Arc<flyteauth_core::identity::Identity>, Status> {
@@ -29,6 +29,7 @@ impl Services {
             metadata_headers(metadata),
             &self.state.grpc_header,
         )
+        .await
         .map_err(Status::from)
     }
 
@@ -61,7 +62,8 @@ impl v1::auth_metadata_service_server::AuthMetadataService for Services {
         &self,
         _request: Request<v1::OAuth2MetadataRequest>,
     ) -> Result<Response<v1::OAuth2MetadataResponse>, Status> {
-        Ok(Response::new(rpc::oauth2_metadata(&self.state).into_wire()))
+        let document = rpc::oauth2_metadata(&self.state)?;
+        Ok(Response::new((&document.metadata).into_wire()))
     }
 
     async fn get_public_client_config(
@@ -80,7 +82,7 @@ impl v1::identity_service_server::IdentityService for Services {
         &self,
         request: Request<v1::UserInfoRequest>,
     ) -> Result<Response<v1::UserInfoResponse>, Status> {
-        let identity = Services::user_info(self, request.metadata())?;
+        let identity = Services::user_info(self, request.metadata()).await?;
         Ok(Response::new((&identity.user_info).into_wire()))
     }
 }
@@ -91,7 +93,8 @@ impl v2::auth_metadata_service_server::AuthMetadataService for Services {
         &self,
         _request: Request<v2::GetOAuth2MetadataRequest>,
     ) -> Result<Response<v2::GetOAuth2MetadataResponse>, Status> {
-        Ok(Response::new(rpc::oauth2_metadata(&self.state).into_wire()))
+        let document = rpc::oauth2_metadata(&self.state)?;
+        Ok(Response::new((&document.metadata).into_wire()))
     }
 
     async fn get_public_client_config(
@@ -110,7 +113,7 @@ impl v2::identity_service_server::IdentityService for Services {
         &self,
         request: Request<v2::UserInfoRequest>,
     ) -> Result<Response<v2::UserInfoResponse>, Status> {
-        let identity = Services::user_info(self, request.metadata())?;
+        let identity = Services::user_info(self, request.metadata()).await?;
         Ok(Response::new((&identity.user_info).into_wire()))
     }
 }

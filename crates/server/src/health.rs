@@ -3,7 +3,10 @@
 //! * `grpc.health.v1.Health` (tonic-health) for gRPC-aware probes and load balancers;
 //! * `GET /healthz` — 200 whenever the process serves requests (liveness);
 //! * `GET /healthcheck` — the same, under the path flyteadmin exposes;
-//! * `GET /readyz` — 200 or 503 from a readiness check (the store ping), bounded by a timeout.
+//! * `GET /readyz` — 200 or 503 from a readiness check (the store ping and, in External mode, whether the
+//!   external authorization server's metadata and keys were fetched), bounded by a timeout. The body is JSON:
+//!   `{"status":"ready"}`, `{"status":"degraded", …}` (200: serving from the last good copy of something that
+//!   failed to refresh) or `{"status":"not_ready", …}` (503), with what it is about.
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
 pub use tonic_health::ServingStatus;
 pub use tonic_health::pb::health_server::HealthServer;
 pub use tonic_health::server::{HealthReporter, HealthService};
@@ -50,33 +54,108 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Display + Send + 'static,
 {
+    let check = move || {
+        let outcome = ready();
+        async move {
+            match outcome.await {
+                Ok(()) => Readiness::Ready(json!({})),
+                Err(err) => {
+                    tracing::warn!(error = %err, "readiness check failed");
+                    Readiness::NotReady(json!({}))
+                }
+            }
+        }
+    };
+    report_router(check, timeout)
+}
+
+/// What a readiness check found; the JSON object (may be `{}`) is merged into the `/readyz` body after
+/// `status`. Probes are often reachable from outside: it must name what is wrong, never a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// 200 `{"status":"ready"}`.
+    Ready(Value),
+    /// 200 `{"status":"degraded"}`: serving, from the last good copy of something that failed to refresh.
+    Degraded(Value),
+    /// 503 `{"status":"not_ready"}`.
+    NotReady(Value),
+}
+
+/// Routes `/healthz`, `/healthcheck` and `/readyz` where `check` decides the readiness answer.
+pub fn report_router<S, F, Fut>(check: F, timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Readiness> + Send + 'static,
+{
     Router::new()
         .route("/healthz", get(alive))
         .route("/healthcheck", get(alive))
-        .route("/readyz", get(move || readiness(ready.clone(), timeout)))
+        .route("/readyz", get(move || readiness(check.clone(), timeout)))
+}
+
+/// The probes of a server: the store answers a ping and, in External mode, the external authorization server's
+/// documents were fetched ([`crate::external::ExternalAuthority::readiness`]).
+pub fn for_state<S>(state: crate::state::AppState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let check = move || {
+        let state = state.clone();
+        async move {
+            if let Err(err) = state.store.ping().await {
+                tracing::warn!(error = %err, "readiness check failed: the database does not answer");
+                return Readiness::NotReady(json!({"database": "not reachable"}));
+            }
+            match &state.external {
+                Some(external) => external.readiness(),
+                None => Readiness::Ready(json!({})),
+            }
+        }
+    };
+    report_router(check, READY_TIMEOUT)
+}
+
+/// Makes the gRPC health service of a server follow its readiness (External mode: `NOT_SERVING` until the
+/// external authorization server's documents were fetched).
+pub fn follow_readiness(state: &crate::state::AppState, reporter: HealthReporter) {
+    if let Some(external) = &state.external {
+        external.add_health_reporter(reporter);
+    }
 }
 
 async fn alive() -> Response {
     plain(StatusCode::OK, "ok\n")
 }
 
-async fn readiness<F, Fut, E>(ready: F, timeout: Duration) -> Response
+async fn readiness<F, Fut>(check: F, timeout: Duration) -> Response
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Display,
+    Fut: Future<Output = Readiness>,
 {
-    match tokio::time::timeout(timeout, ready()).await {
-        Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-        }
+    let (status, label, detail) = match tokio::time::timeout(timeout, check()).await {
+        Ok(Readiness::Ready(detail)) => (StatusCode::OK, "ready", detail),
+        Ok(Readiness::Degraded(detail)) => (StatusCode::OK, "degraded", detail),
+        Ok(Readiness::NotReady(detail)) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail),
         Err(_) => {
             tracing::warn!(?timeout, "readiness check timed out");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                json!({"reason": "the readiness check timed out"}),
+            )
         }
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("status".into(), Value::from(label));
+    if let Value::Object(detail) = detail {
+        body.extend(detail);
     }
+    let mut response = (status, axum::Json(Value::Object(body))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -129,6 +208,39 @@ mod tests {
         assert!(!body.contains("hunter2"));
         // Liveness does not depend on the store.
         assert_eq!(get_status(&app, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_are_json_with_their_detail() {
+        for (report, status, label) in [
+            (Readiness::Ready(json!({})), StatusCode::OK, "ready"),
+            (
+                Readiness::Degraded(json!({"external": {"last_error": "jwks: HTTP 500"}})),
+                StatusCode::OK,
+                "degraded",
+            ),
+            (
+                Readiness::NotReady(json!({"external": {"metadata_age_secs": null}})),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+            ),
+        ] {
+            let expected = report.clone();
+            let app: Router = report_router(
+                move || {
+                    let report = report.clone();
+                    async move { report }
+                },
+                READY_TIMEOUT,
+            );
+            let (got, body) = get_status(&app, "/readyz").await;
+            assert_eq!(got, status, "{expected:?}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["status"], label);
+            if let Readiness::Degraded(detail) | Readiness::NotReady(detail) = expected {
+                assert_eq!(body["external"], detail["external"]);
+            }
+        }
     }
 
     #[tokio::test]

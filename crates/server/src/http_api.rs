@@ -30,7 +30,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
             ApiError::Credentials(CredentialProblem::Missing)
         });
     }
-    let identity = rpc::user_info(&state, &headers, &state.http_header)?;
+    let identity = rpc::user_info(&state, &headers, &state.http_header).await?;
     let groups = groups_claim(&identity.user_info);
     Ok(render(&identity.user_info, identity.kind, &groups).respond())
 }

@@ -10,7 +10,8 @@
 //!   [`rpc::connect_routes`]); [`http_api`]: `/me` and `/config/v1/flyte_client`;
 //! - [`apps`]: the apps service behind API keys (`cloudidl.identity.AppsService`) and the `flyteauth apps` /
 //!   `flyteauth audit` commands;
-//! - [`auth`]: bearer-token extraction and validation (the hot path); [`revocation_mirror`]: revocations from
+//! - [`auth`]: bearer-token extraction and validation (the hot path); [`external`]: the external authorization
+//!   server of `authServerType: External` (its metadata and keys); [`revocation_mirror`]: revocations from
 //!   every replica; [`audit`]: the trail of credential events; [`opaque`]: codes, refresh tokens, cookies;
 //! - [`error`]: the one place errors become HTTP, gRPC and Connect responses;
 //! - [`serve`]: start-up; [`embedded`]: the no-configuration default;
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod dispatch;
 pub mod embedded;
 pub mod error;
+pub mod external;
 pub mod federation;
 pub mod form;
 pub(crate) mod grants;

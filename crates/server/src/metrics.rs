@@ -7,7 +7,8 @@
 //! * `flyteauth_http_requests_total{route,method,status}` and
 //!   `flyteauth_http_request_duration_seconds{route,method}` (histogram) from [`track`];
 //! * `flyteauth_tokens_issued_total{grant,outcome}` from [`token_issued`];
-//! * `flyteauth_token_validation_failures_total{reason}` from [`validation_failed`].
+//! * `flyteauth_token_validation_failures_total{reason}` from [`validation_failed`];
+//! * `flyteauth_external_fetches_total{document,outcome}` from [`external_fetch`].
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -35,6 +36,9 @@ pub const FEDERATION_FETCHES: &str = "flyteauth_federation_fetches_total";
 pub const FEDERATION_FAILURES: &str = "flyteauth_federation_failures_total";
 /// Counter: revocations, by what was revoked.
 pub const REVOCATIONS: &str = "flyteauth_revocations_total";
+/// Counter: fetches from the external authorization server, by document (`metadata`, `jwks`) and outcome
+/// (`ok`, `error`).
+pub const EXTERNAL_FETCHES: &str = "flyteauth_external_fetches_total";
 
 /// `route` label of requests that matched no route, so unknown paths cannot add label values.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -114,6 +118,10 @@ fn describe() {
     );
     metrics::describe_counter!(LOGINS, "Sign-in attempts on the login page by outcome");
     metrics::describe_counter!(REVOCATIONS, "Revocations by what was revoked");
+    metrics::describe_counter!(
+        EXTERNAL_FETCHES,
+        "Documents fetched from the external authorization server by document and outcome"
+    );
 }
 
 /// Installs the process-wide Prometheus recorder; later calls are no-ops.
@@ -188,6 +196,12 @@ pub fn federation_failure() {
 /// Counts one revocation (`what`: `access_token`, `refresh_family`, `reuse_detected`, `code_replay`).
 pub fn revoked(what: &'static str) {
     metrics::counter!(REVOCATIONS, "what" => what).increment(1);
+}
+
+/// Counts one fetch of `document` (`metadata`, `jwks`) from the external authorization server (`outcome`: `ok`,
+/// `error`).
+pub fn external_fetch(document: &'static str, outcome: &'static str) {
+    metrics::counter!(EXTERNAL_FETCHES, "document" => document, "outcome" => outcome).increment(1);
 }
 
 /// Counts one rejected access token (`reason`: a snake_case validation error).

@@ -4,7 +4,7 @@
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, MetadataDocument};
 use flyteauth_core::identity::{Identity, UserInfo};
 use flyteauth_core::metadata::{PublicClientConfig, ServerMetadata};
 use flyteauth_proto::flyteidl::service as v1;
@@ -13,9 +13,14 @@ use flyteauth_proto::wkt;
 use http::HeaderMap;
 use std::sync::Arc;
 
-/// AuthMetadataService.GetOAuth2Metadata: anonymous.
-pub fn oauth2_metadata(state: &AppState) -> &ServerMetadata {
-    &state.metadata
+/// AuthMetadataService.GetOAuth2Metadata: anonymous. In External mode the external server's metadata
+/// (`UNAVAILABLE` until it was fetched once).
+pub fn oauth2_metadata(state: &AppState) -> Result<Arc<MetadataDocument>, tonic::Status> {
+    state.served_metadata().ok_or_else(|| {
+        tonic::Status::unavailable(
+            "the external authorization server's metadata has not been fetched yet",
+        )
+    })
 }
 
 /// AuthMetadataService.GetPublicClientConfig: anonymous.
@@ -24,13 +29,14 @@ pub fn public_client_config(state: &AppState) -> &PublicClientConfig {
 }
 
 /// IdentityService.UserInfo: the caller's identity; needs a valid token with scope `all`.
-/// `custom` is the extra header this transport accepts the token from.
-pub fn user_info(
+/// `custom` is the extra header this transport accepts the token from. Awaits only in External mode, for a
+/// token signed by a key that has to be fetched first.
+pub async fn user_info(
     state: &AppState,
     headers: &HeaderMap,
     custom: &http::HeaderName,
 ) -> Result<Arc<Identity>, ApiError> {
-    auth::authorize_platform_call(state, headers, custom)
+    auth::authorize_platform_call(state, headers, custom).await
 }
 
 /// Converts JSON claims into a `google.protobuf.Struct`.
@@ -175,7 +181,7 @@ pub mod connect_routes {
                 connect::unary_with(
                     options,
                     |state: AppState, _h: HeaderMap, _r: v2::GetOAuth2MetadataRequest| async move {
-                        Ok::<v2::GetOAuth2MetadataResponse, tonic::Status>(oauth2_metadata(&state).into_wire())
+                        oauth2_metadata(&state).map(|doc| -> v2::GetOAuth2MetadataResponse { (&doc.metadata).into_wire() })
                     },
                 ),
             )
@@ -194,6 +200,7 @@ pub mod connect_routes {
                     options,
                     |state: AppState, h: HeaderMap, _r: v2::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
+                            .await
                             .map(|identity| -> v2::UserInfoResponse { (&identity.user_info).into_wire() })
                             .map_err(tonic::Status::from)
                     },
@@ -204,7 +211,7 @@ pub mod connect_routes {
                 connect::unary_with(
                     options,
                     |state: AppState, _h: HeaderMap, _r: v1::OAuth2MetadataRequest| async move {
-                        Ok::<v1::OAuth2MetadataResponse, tonic::Status>(oauth2_metadata(&state).into_wire())
+                        oauth2_metadata(&state).map(|doc| -> v1::OAuth2MetadataResponse { (&doc.metadata).into_wire() })
                     },
                 ),
             )
@@ -223,6 +230,7 @@ pub mod connect_routes {
                     options,
                     |state: AppState, h: HeaderMap, _r: v1::UserInfoRequest| async move {
                         user_info(&state, &h, &state.grpc_header)
+                            .await
                             .map(|identity| -> v1::UserInfoResponse { (&identity.user_info).into_wire() })
                             .map_err(tonic::Status::from)
                     },

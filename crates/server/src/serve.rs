@@ -5,7 +5,7 @@ use crate::state::{AppState, StateError};
 use crate::users::{self, FirstAdmin};
 use crate::{app, listener, tls};
 use flyteauth_core::clock::{Clock, SystemClock};
-use flyteauth_core::config::{AuthServerType, Config, ConfigError};
+use flyteauth_core::config::{Config, ConfigError};
 use flyteauth_core::secrets::{AuthSecrets, SecretError, SecretSource, TOKEN_RSA_KEY};
 use flyteauth_store::Store;
 use std::net::SocketAddr;
@@ -130,11 +130,6 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, StartupError> {
             .collect();
     }
     config.validate()?;
-    if config.auth.app_auth.auth_server_type == AuthServerType::External {
-        return Err(StartupError::Unsupported(
-            "auth.appAuth.authServerType: External is not supported yet; use Self",
-        ));
-    }
     Ok(Prepared {
         config,
         data_dir,
@@ -215,7 +210,16 @@ impl Server {
                     retention,
                 )))
             });
+        // Refreshes the external authorization server's documents while serving; stopped with the server.
+        let external = self.state.external.clone();
+        let _refreshing = external
+            .clone()
+            .map(|authority| AbortOnDrop(tokio::spawn(authority.run())));
         let service = app::service(self.state);
+        if let Some(authority) = &external {
+            // The gRPC health service starts as SERVING: correct it before the first connection.
+            authority.publish_health().await;
+        }
         listener::serve(tcp, self.tls, service, shutdown, self.options)
             .await
             .map_err(StartupError::Serve)?;
@@ -310,6 +314,10 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
         ..listener::ServeOptions::default()
     };
     let state = AppState::new(config, secrets, store, clock)?;
+    if let Some(authority) = &state.external {
+        // Bounded by retryAttempts × retryDelay: past that the server starts anyway, not ready.
+        authority.start().await;
+    }
     let seq = crate::revocation_mirror::load(&state).await?;
     tokio::spawn(crate::revocation_mirror::run(state.clone(), seq));
     Ok(Server {

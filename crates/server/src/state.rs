@@ -6,11 +6,11 @@ use crate::web::throttle::{AddressThrottle, Throttle};
 use bytes::Bytes;
 use flyteauth_core::clients::{Client, SecretHash};
 use flyteauth_core::clock::Clock;
-use flyteauth_core::config::Config;
+use flyteauth_core::config::{AuthServerType, Config};
 use flyteauth_core::keys::KeyRing;
 use flyteauth_core::metadata::{self, PublicClientConfig, ServerMetadata};
 use flyteauth_core::secrets::AuthSecrets;
-use flyteauth_core::token::{TokenIssuer, TokenValidator};
+use flyteauth_core::token::{ExternalRules, TokenIssuer, TokenValidator};
 use flyteauth_store::{AppRecord, Store};
 use http::HeaderName;
 use std::collections::HashMap;
@@ -38,9 +38,22 @@ pub enum StateError {
     /// The upstream identity provider is misconfigured.
     #[error("{0}")]
     Federation(#[from] crate::federation::FederationSetupError),
+    /// The external authorization server is misconfigured.
+    #[error("{0}")]
+    External(#[from] crate::external::ExternalSetupError),
     /// A document could not be serialized.
     #[error("could not render a metadata document: {0}")]
     Render(#[from] serde_json::Error),
+}
+
+/// An authorization server metadata document as served: its fields for GetOAuth2Metadata (gRPC and Connect),
+/// and the JSON of `/.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataDocument {
+    /// The fields.
+    pub metadata: ServerMetadata,
+    /// The rendered document.
+    pub json: Bytes,
 }
 
 /// Cheaply cloneable handle to the shared state.
@@ -64,18 +77,21 @@ pub struct Shared {
     pub keys: Arc<KeyRing>,
     /// Mints access tokens.
     pub issuer: TokenIssuer,
-    /// Validates access tokens (the hot path).
+    /// Validates access tokens (the hot path): ours, or in External mode the external server's.
     pub validator: TokenValidator,
+    /// The external authorization server, in External mode (`auth.appAuth.authServerType: External`).
+    pub external: Option<Arc<crate::external::ExternalAuthority>>,
     /// Clients from `staticClients`, by id.
     pub static_clients: HashMap<String, Client>,
     /// Persistence shared by every replica.
     pub store: Arc<dyn Store>,
-    /// The RFC 8414 metadata document.
+    /// The RFC 8414 metadata document of the built-in authorization server (what is served in Self mode; in
+    /// External mode its endpoints stay mounted but [`AppState::served_metadata`] advertises the external ones).
     pub metadata: ServerMetadata,
     /// `GET /config/v1/flyte_client` and GetPublicClientConfig.
     pub public_client: PublicClientConfig,
-    /// Pre-rendered JSON of [`Self::metadata`].
-    pub metadata_json: Bytes,
+    /// [`Self::metadata`] with its pre-rendered JSON.
+    pub self_metadata: Arc<MetadataDocument>,
     /// Pre-rendered JWKS document.
     pub jwks_json: Bytes,
     /// Token audiences the server accepts.
@@ -149,13 +165,31 @@ impl AppState {
             self_server.access_token_lifespan,
             clock.clone(),
         );
-        let validator = TokenValidator::new(
-            keys.clone(),
-            issuer_url.clone(),
-            accepted_audiences.clone(),
-            config.flyteauth.token_leeway,
-            clock.clone(),
-        );
+        let external = if config.auth.app_auth.auth_server_type == AuthServerType::External {
+            Some(Arc::new(crate::external::ExternalAuthority::from_config(
+                &config,
+            )?))
+        } else {
+            None
+        };
+        let validator = match &external {
+            None => TokenValidator::new(
+                keys.clone(),
+                issuer_url.clone(),
+                accepted_audiences.clone(),
+                config.flyteauth.token_leeway,
+                clock.clone(),
+            ),
+            Some(authority) => TokenValidator::external(
+                authority.keys().clone(),
+                ExternalRules {
+                    check_issuer: config.flyteauth.external_issuer_check,
+                    audiences: config.external_audiences(),
+                },
+                config.flyteauth.token_leeway,
+                clock.clone(),
+            ),
+        };
         let mut static_clients = flyteauth_core::clients::static_clients(self_server)?;
         if let Some(note) = flyteauth_core::clients::ensure_flyte_client(
             &mut static_clients,
@@ -169,7 +203,10 @@ impl AppState {
             .collect();
         let metadata = metadata::server_metadata(&config);
         let public_client = metadata::public_client_config(&config);
-        let metadata_json = Bytes::from(serde_json::to_vec(&metadata)?);
+        let self_metadata = Arc::new(MetadataDocument {
+            metadata: metadata.clone(),
+            json: Bytes::from(serde_json::to_vec(&metadata)?),
+        });
         let jwks_json = Bytes::from(serde_json::to_vec(&keys.jwks())?);
         let grpc_header = header_name(
             "auth.grpcAuthorizationHeader",
@@ -196,11 +233,12 @@ impl AppState {
             keys,
             issuer,
             validator,
+            external,
             static_clients,
             store,
             metadata,
             public_client,
-            metadata_json,
+            self_metadata,
             jwks_json,
             accepted_audiences,
             grpc_header,
@@ -213,6 +251,15 @@ impl AppState {
             device_attempts_by_session,
             device_attempts_by_address,
         })))
+    }
+
+    /// The metadata document to advertise: the built-in server's, or in External mode the external server's last
+    /// good copy (`None` until it was fetched once).
+    pub fn served_metadata(&self) -> Option<Arc<MetadataDocument>> {
+        match &self.external {
+            None => Some(self.self_metadata.clone()),
+            Some(external) => external.document(),
+        }
     }
 
     /// Finds a client by id: static clients first, then apps in the store.

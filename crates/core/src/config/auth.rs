@@ -160,7 +160,7 @@ pub struct AppAuthConfig {
     /// `selfAuthServer`: the built-in authorization server.
     #[serde(deserialize_with = "null_default")]
     pub self_auth_server: SelfAuthServerConfig,
-    /// `externalAuthServer`: an external authorization server (roadmap).
+    /// `externalAuthServer`: the external authorization server, used when `authServerType` is `External`.
     #[serde(deserialize_with = "null_default")]
     pub external_auth_server: ExternalAuthServerConfig,
     /// `thirdPartyConfig`: what clients are told to use.
@@ -317,7 +317,9 @@ impl fmt::Debug for StaticClient {
     }
 }
 
-/// `auth.appAuth.externalAuthServer:` (roadmap; the server refuses to start in External mode for now).
+/// `auth.appAuth.externalAuthServer:` — the external authorization server used when `authServerType` is
+/// `External`: its metadata and keys are fetched from `baseUrl` (see [`super::Config::external_metadata_url`])
+/// and its access tokens are the ones accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ExternalAuthServerConfig {
@@ -326,14 +328,14 @@ pub struct ExternalAuthServerConfig {
     /// `allowedAudience`: a list, or a scalar / comma-separated string.
     #[serde(deserialize_with = "list_or_csv::deserialize")]
     pub allowed_audience: Vec<String>,
-    /// `metadataUrl` (""): relative to `baseUrl`.
+    /// `metadataUrl` (""): resolved against `baseUrl` + `/`; empty means `.well-known/oauth-authorization-server`.
     pub metadata_url: String,
     /// `httpProxyURL`.
     #[serde(rename = "httpProxyURL", alias = "httpProxyUrl", with = "opt_string")]
     pub http_proxy_url: Option<String>,
-    /// `retryAttempts` (5).
+    /// `retryAttempts` (5): tries of the first metadata fetch at start; 0 means a single try.
     pub retry_attempts: u32,
-    /// `retryDelay` (1s).
+    /// `retryDelay` (1s): the wait before the first retry, doubled after each (capped at 30s).
     #[serde(with = "go")]
     pub retry_delay: Duration,
 }

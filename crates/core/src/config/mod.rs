@@ -159,6 +159,9 @@ pub struct ExtensionsConfig {
     /// `audit`: the audit trail.
     #[serde(deserialize_with = "null_default")]
     pub audit: AuditConfig,
+    /// `externalIssuerCheck` (true): with `auth.appAuth.authServerType: External`, whether a token's `iss` must
+    /// equal the `issuer` of the external server's metadata (flyteadmin does not check it).
+    pub external_issuer_check: bool,
 }
 
 impl Default for ExtensionsConfig {
@@ -176,6 +179,7 @@ impl Default for ExtensionsConfig {
             device: DeviceConfig::default(),
             admins: Vec::new(),
             audit: AuditConfig::default(),
+            external_issuer_check: true,
         }
     }
 }
@@ -537,6 +541,15 @@ impl Config {
                 ));
             }
         }
+        if self.auth.app_auth.auth_server_type == AuthServerType::External
+            && self.external_base_url().is_none()
+        {
+            return Err(invalid(
+                "auth.appAuth.externalAuthServer.baseUrl".into(),
+                "the external authorization server's URL because auth.appAuth.authServerType is External \
+                 (or set auth.userAuth.openId.baseUrl, which it defaults to)",
+            ));
+        }
         if self.flyteauth.login.local_accounts == Some(false) && !self.federation_enabled() {
             return Err(invalid(
                 "flyteauth.login.localAccounts".into(),
@@ -646,6 +659,69 @@ impl Config {
     /// Whether people sign in through an upstream OpenID provider (`auth.userAuth.openId.baseUrl` is set).
     pub fn federation_enabled(&self) -> bool {
         !self.auth.user_auth.open_id.base_url.trim().is_empty()
+    }
+
+    /// The external authorization server's base URL: `auth.appAuth.externalAuthServer.baseUrl`, else
+    /// `auth.userAuth.openId.baseUrl`, trimmed and without trailing '/'; `None` when both are empty.
+    pub fn external_base_url(&self) -> Option<String> {
+        [
+            &self.auth.app_auth.external_auth_server.base_url,
+            &self.auth.user_auth.open_id.base_url,
+        ]
+        .into_iter()
+        .map(|u| u.trim().trim_end_matches('/'))
+        .find(|u| !u.is_empty())
+        .map(str::to_owned)
+    }
+
+    /// Where the external server's metadata is fetched: `metadataUrl` (default
+    /// `.well-known/oauth-authorization-server`) resolved against the base URL plus `/`, as flyteadmin resolves it
+    /// (a relative path is appended, an absolute URL replaces the base). `None` without a base URL.
+    pub fn external_metadata_url(&self) -> Option<String> {
+        let base = self.external_base_url()?;
+        let configured = self.auth.app_auth.external_auth_server.metadata_url.trim();
+        let relative = if configured.is_empty() {
+            ".well-known/oauth-authorization-server"
+        } else {
+            configured
+        };
+        let joined = Url::parse(&format!("{base}/"))
+            .and_then(|b| b.join(relative))
+            .map(String::from);
+        // The base passed validation as an http(s) URL, so joining succeeds; concatenate if it ever does not.
+        Some(joined.unwrap_or_else(|_| format!("{base}/{relative}")))
+    }
+
+    /// The audiences an external server's token may be for: `externalAuthServer.allowedAudience`, the public
+    /// URL, and `thirdPartyConfig.flyteClient.audience` (what clients are told to request), each trimmed and
+    /// without trailing '/'; the validator compares ignoring one trailing '/'.
+    pub fn external_audiences(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let public = self.public_url();
+        let candidates = self
+            .auth
+            .app_auth
+            .external_auth_server
+            .allowed_audience
+            .iter()
+            .map(String::as_str)
+            .chain([
+                public.as_str(),
+                self.auth
+                    .app_auth
+                    .third_party_config
+                    .flyte_client
+                    .audience
+                    .as_str(),
+            ]);
+        for candidate in candidates {
+            let a = candidate.trim();
+            let a = a.strip_suffix('/').unwrap_or(a);
+            if !a.is_empty() && !out.iter().any(|x| x == a) {
+                out.push(a.to_owned());
+            }
+        }
+        out
     }
 
     /// Whether local accounts may sign in: `flyteauth.login.localAccounts`, else only without federation.

@@ -510,6 +510,133 @@ fn external_mode_is_accepted_by_the_parser() {
 }
 
 #[test]
+fn external_mode_needs_a_base_url_from_either_key() {
+    let err =
+        Config::from_yaml_str("auth:\n  appAuth:\n    authServerType: External\n").unwrap_err();
+    let (key, expected) = invalid_key("auth:\n  appAuth:\n    authServerType: External\n");
+    assert_eq!(key, "auth.appAuth.externalAuthServer.baseUrl");
+    assert!(
+        expected.contains("auth.userAuth.openId.baseUrl"),
+        "{expected}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("auth.appAuth.externalAuthServer.baseUrl")
+            && message.contains("auth.userAuth.openId.baseUrl"),
+        "{message}"
+    );
+    // Blank is as good as absent.
+    let (key, _) = invalid_key(
+        "auth:\n  appAuth:\n    authServerType: External\n    externalAuthServer:\n      baseUrl: \"  \"\n",
+    );
+    assert_eq!(key, "auth.appAuth.externalAuthServer.baseUrl");
+
+    // The openId base URL stands in for it.
+    let c = load(
+        "auth:\n  userAuth:\n    openId:\n      baseUrl: https://idp.example.com/realms/flyte/\n      clientId: flyte\n  appAuth:\n    authServerType: External\n",
+    )
+    .config;
+    assert_eq!(
+        c.external_base_url().as_deref(),
+        Some("https://idp.example.com/realms/flyte")
+    );
+    // Self mode does not need one.
+    assert_eq!(Config::default().external_base_url(), None);
+    assert_eq!(Config::default().external_metadata_url(), None);
+}
+
+#[test]
+fn external_base_url_prefers_the_external_server_and_is_trimmed() {
+    let c = load(
+        "auth:\n  userAuth:\n    openId:\n      baseUrl: https://login.example.com\n      clientId: flyte\n  appAuth:\n    authServerType: External\n    externalAuthServer:\n      baseUrl: \" https://idp.example.com/oauth2/default/ \"\n",
+    );
+    assert_eq!(
+        c.config.external_base_url().as_deref(),
+        Some("https://idp.example.com/oauth2/default")
+    );
+    assert_eq!(
+        c.config.external_metadata_url().as_deref(),
+        Some("https://idp.example.com/oauth2/default/.well-known/oauth-authorization-server")
+    );
+}
+
+#[test]
+fn external_metadata_url_resolves_metadata_url_against_the_base() {
+    let mut c = Config::default();
+    c.auth.app_auth.external_auth_server.base_url = "https://idp.example.com".into();
+    assert_eq!(
+        c.external_metadata_url().as_deref(),
+        Some("https://idp.example.com/.well-known/oauth-authorization-server")
+    );
+    for (metadata_url, expected) in [
+        (
+            ".well-known/openid-configuration",
+            "https://idp.example.com/.well-known/openid-configuration",
+        ),
+        (
+            "https://meta.example.com/oauth/metadata",
+            "https://meta.example.com/oauth/metadata",
+        ),
+    ] {
+        c.auth.app_auth.external_auth_server.metadata_url = metadata_url.into();
+        assert_eq!(c.external_metadata_url().as_deref(), Some(expected));
+    }
+    c.auth.app_auth.external_auth_server.base_url = "https://idp.example.com/oauth2/aus1/".into();
+    c.auth.app_auth.external_auth_server.metadata_url = " .well-known/openid-configuration ".into();
+    assert_eq!(
+        c.external_metadata_url().as_deref(),
+        Some("https://idp.example.com/oauth2/aus1/.well-known/openid-configuration")
+    );
+}
+
+#[test]
+fn external_retry_attempts_may_be_zero() {
+    let c = load(
+        "auth:\n  appAuth:\n    authServerType: External\n    externalAuthServer:\n      baseUrl: https://idp.example.com\n      retryAttempts: 0\n      retryDelay: 0s\n",
+    )
+    .config;
+    assert_eq!(c.auth.app_auth.external_auth_server.retry_attempts, 0);
+    assert_eq!(
+        c.auth.app_auth.external_auth_server.retry_delay,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn external_issuer_check_defaults_on() {
+    assert!(Config::default().flyteauth.external_issuer_check);
+    assert!(
+        load("flyteauth:\n  tokenLeeway: 10s\n")
+            .config
+            .flyteauth
+            .external_issuer_check
+    );
+    let loaded = load("flyteauth:\n  externalIssuerCheck: false\n");
+    assert!(!loaded.config.flyteauth.external_issuer_check);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn external_audiences_are_the_allowed_ones_the_public_url_and_the_client_audience() {
+    let c = load(
+        "auth:\n  authorizedUris: [\"https://flyte.example.com\"]\n  appAuth:\n    authServerType: External\n    externalAuthServer:\n      baseUrl: https://idp.example.com\n      allowedAudience: [\"api://flyte\", \"https://flyte.example.com/\"]\n    thirdPartyConfig:\n      flyteClient:\n        audience: \"api://flyte-cli/\"\n",
+    )
+    .config;
+    assert_eq!(
+        c.external_audiences(),
+        [
+            "api://flyte",
+            "https://flyte.example.com",
+            "api://flyte-cli"
+        ]
+    );
+    assert_eq!(
+        Config::default().external_audiences(),
+        ["http://localhost:8088"]
+    );
+}
+
+#[test]
 fn authorized_uris_must_be_http() {
     let (key, _) = invalid_key(
         "auth:\n  authorizedUris: [\"https://ok.example.com\", \"ftp://files.example.com\"]\n",

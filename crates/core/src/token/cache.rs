@@ -5,8 +5,9 @@
 //! bytes, so a hit proves the bytes were already verified: the signature, `kid`, `iss`, `aud` and
 //! `typ` are fixed by them. Only time can change the outcome, so a hit re-checks `exp` and
 //! `nbf`/`iat`. Failures are never stored, so a token that was not yet valid is verified again.
-//! Anything that can invalidate a token while its bytes stay the same (revocation) must be checked
-//! outside this memo.
+//! Anything that can invalidate a token while its bytes stay the same (revocation; for an external
+//! server, a key dropped from its set or a new issuer, tracked by an epoch) must be checked outside
+//! this memo.
 //!
 //! Two bounds keep it small and fair:
 //! - per principal, [`PER_PRINCIPAL_CAPACITY`] tokens: an application by its client id, a person by client id
@@ -36,6 +37,9 @@ pub(crate) struct Verified {
     pub identity: Arc<Identity>,
     /// The later of `iat` and `nbf`.
     pub not_before: i64,
+    /// The external authority's key-set epoch the token was verified under (0 for our own tokens): a hit from
+    /// an older epoch is verified again, so a key the authority dropped stops being trusted through the memo.
+    pub epoch: u64,
 }
 
 /// Whose quota an entry counts against.
@@ -191,6 +195,7 @@ mod tests {
                 user_info: UserInfo::default(),
             }),
             not_before: 0,
+            epoch: 0,
         }
     }
 

@@ -63,7 +63,7 @@ impl Authorized {
 
 /// Authenticates a call (a token with scope `all`) and checks that the caller may manage apps at all.
 async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, ApiError> {
-    let identity = auth::authorize_platform_call(state, headers, &state.grpc_header)?;
+    let identity = auth::authorize_platform_call(state, headers, &state.grpc_header).await?;
     // Only a local account's own record says who is an administrator or what the user name is: a federated
     // token's preferred_username is chosen upstream and must not make anyone an admin.
     let account = match identity.kind {

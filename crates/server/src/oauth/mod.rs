@@ -6,6 +6,10 @@
 //! - [`revoke`]: `POST /oauth2/revoke` (RFC 7009); [`introspect`]: `POST /oauth2/introspect` (RFC 7662);
 //! - [`userinfo`]: `GET|POST /oauth2/userinfo` (OpenID Connect);
 //! - here: `GET /oauth2/jwks` and the discovery documents.
+//!
+//! In External mode (`auth.appAuth.authServerType: External`) these endpoints stay mounted, but the discovery
+//! documents advertise the external server's endpoints instead ([`crate::external`]), and tokens minted here are
+//! not accepted by the protected calls (they validate the external server's tokens only).
 
 use crate::error::ApiError;
 use crate::form::{self, FormError};
@@ -33,9 +37,20 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     json_document(state.jwks_json.clone(), "public, max-age=60")
 }
 
-/// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
+/// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`: ours, or in External
+/// mode the external server's (503 until it was fetched once).
 pub async fn server_metadata(State(state): State<AppState>) -> Response {
-    json_document(state.metadata_json.clone(), "public, max-age=300")
+    match state.served_metadata() {
+        Some(document) => json_document(document.json.clone(), "public, max-age=300"),
+        None => {
+            let mut response = crate::error::oauth_error_response(
+                ErrorCode::TemporarilyUnavailable,
+                "the external authorization server's metadata has not been fetched yet",
+            );
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
+    }
 }
 
 fn json_document(body: Bytes, cache: &'static str) -> Response {

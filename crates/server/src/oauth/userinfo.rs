@@ -13,7 +13,7 @@ pub async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let identity = auth::authenticate(&state, &headers, &state.http_header)?;
+    let identity = auth::authenticate(&state, &headers, &state.http_header).await?;
     let info = &identity.user_info;
     let mut claims = Map::new();
     claims.insert("sub".into(), Value::String(identity.subject.clone()));
