@@ -290,3 +290,22 @@ def test_renewed_session_cookie_reaches_the_browser_through_nginx(ingress: Ingre
     assert again.status_code == 200, f"{again.status_code} {again.text[:300]}"
     subject = user_subjects(ingress.flyteauth)[alice_user.name]
     assert header_values(again.json(), "X-User-Subject") == [subject], identity_headers(again.json())
+
+
+def test_the_apps_service_goes_to_flyteauth_which_authenticates_it(ingress: Ingress, app_token: str) -> None:
+    # `flyte create api-key` behind the ingress: the Connect call reaches flyteauth, not the application.
+    url = f"{ingress.url}/cloudidl.identity.AppsService/List"
+    client = http_client(ingress)
+    anonymous = client.post(url, json={}, headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+    assert anonymous.status_code == 401, f"{anonymous.status_code} {anonymous.text[:300]}"
+    assert anonymous.json().get("code") == "unauthenticated", anonymous.text[:300]
+    # An app token is authenticated by flyteauth, which then refuses an app managing apps (a Connect error from
+    # flyteauth, never the echo upstream's answer).
+    as_app = client.post(
+        url,
+        json={},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {app_token}"},
+        timeout=TIMEOUT,
+    )
+    assert as_app.status_code == 403, f"{as_app.status_code} {as_app.text[:300]}"
+    assert as_app.json().get("code") == "permission_denied", as_app.text[:300]
