@@ -252,3 +252,51 @@ def api_key_server(tmp_path_factory: pytest.TempPathFactory, alice_user: LocalUs
     `auth.authorizedUris: [https://127.0.0.1]` and alice; fails (never skips) when 443 cannot be bound."""
     workdir = tmp_path_factory.mktemp("flyteauth-api-key")
     yield from _serving(workdir, lambda: start_server_on_443(workdir, users=[alice_user]))
+
+
+# --------------------------------------------------------------------------------------------------
+# External mode: oidc-provider as the external authorization server (interop/node/external-as.mjs), flyteauth
+# with `auth.appAuth.authServerType: External` pointing at it, nginx (deploy/nginx) in front of flyteauth.
+
+from external_harness import ExtAccount, ExternalStack, start_external  # noqa: E402
+
+# The person at the external authorization server; the login is also the `sub` of their tokens.
+EXT_PERSON = ExtAccount(login="ext-erin-52d0", email="erin@idp.example.com", name="Erin Extérieure")
+
+
+@pytest.fixture(scope="module")
+def external_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalStack]:
+    """A fresh stack per test module (the outage tests stop and restart its authorization server): oidc-provider
+    holding EXT_PERSON and the confidential client, flyteauth in External mode, nginx in front of flyteauth."""
+    workdir = tmp_path_factory.mktemp("external")
+    stack = start_external(workdir, accounts=[EXT_PERSON])
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if os.environ.get("FLYTEAUTH_KEEP_TEST_DIRS") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def ext_person() -> ExtAccount:
+    return EXT_PERSON
+
+
+class _ExternalReports:
+    """Attaches the logs of the External-mode stack to the report of a failing test."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        if not report.failed:
+            return
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, ExternalStack):
+                report.sections.extend(value.report_sections())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # pytest_configure above registers the ingress reports; this hook name is still free in this file.
+    session.config.pluginmanager.register(_ExternalReports(), "flyteauth-external-reports")
