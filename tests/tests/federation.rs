@@ -1313,3 +1313,19 @@ async fn the_fake_provider_checks_what_a_strict_one_checks() {
     idp.stop().await;
     assert!(http.get(format!("{}/jwks", idp.base)).send().await.is_err());
 }
+
+/// Regression: a `redirect_url` too long for the sign-in's cookie once sealed gave a cookie over 4 KB, which
+/// browsers drop, so the sign-in could never finish; the destination is now dropped and the sign-in completes on
+/// the "Signed in" page.
+#[tokio::test]
+async fn a_destination_too_long_for_the_sign_in_cookie_is_dropped_so_the_cookie_fits() {
+    let (idp, server) = federated("", "").await;
+    let mut browser = Browser::new(&server);
+    let long = format!("/login?redirect_url=%2F{}", "a".repeat(3900));
+    let back = federated_login(&idp, &mut browser, &long).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert!(back.body.contains("Signed in"), "{}", back.body);
+    assert!(sets_session(&back));
+    assert_cookies_small(&back, "callback");
+    server.stop().await;
+}

@@ -1327,6 +1327,24 @@ mod tests {
     use super::*;
     use crate::tests::harness::with_postgres_database;
 
+    /// Applies the migrations up to `version` only: the schema an older release left behind.
+    async fn migrate_up_to(pool: &PgPool, version: i64) {
+        let old = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version <= version)
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        old.run(pool).await.unwrap();
+    }
+
     async fn application_name(store: &PostgresStore) -> String {
         sqlx::query_scalar("SELECT current_setting('application_name')")
             .fetch_one(store.pool())
@@ -1341,20 +1359,7 @@ mod tests {
         with_postgres_database(|url| async move {
             {
                 let pool = PgPool::connect(&url).await.unwrap();
-                let old = Migrator {
-                    migrations: std::borrow::Cow::Owned(
-                        MIGRATOR
-                            .migrations
-                            .iter()
-                            .filter(|m| m.version <= 3)
-                            .cloned()
-                            .collect(),
-                    ),
-                    ignore_missing: false,
-                    locking: true,
-                    no_tx: false,
-                };
-                old.run(&pool).await.unwrap();
+                migrate_up_to(&pool, 3).await;
                 for id in ["a", "b", "c"] {
                     sqlx::query(
                         "INSERT INTO revocations (token_id, expires_at, reason, revoked_at) \
@@ -1403,20 +1408,7 @@ mod tests {
         with_postgres_database(|url| async move {
             {
                 let pool = PgPool::connect(&url).await.unwrap();
-                let old = Migrator {
-                    migrations: std::borrow::Cow::Owned(
-                        MIGRATOR
-                            .migrations
-                            .iter()
-                            .filter(|m| m.version <= 9)
-                            .cloned()
-                            .collect(),
-                    ),
-                    ignore_missing: false,
-                    locking: true,
-                    no_tx: false,
-                };
-                old.run(&pool).await.unwrap();
+                migrate_up_to(&pool, 9).await;
                 sqlx::query(
                     "INSERT INTO users (username, subject, email, display_name, password_hash, \
                      is_admin, disabled, failed_logins, locked_until, created_at, updated_at, \

@@ -1421,6 +1421,24 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// Applies the migrations up to `version` only: the schema an older release left behind.
+    async fn migrate_up_to(pool: &SqlitePool, version: i64) {
+        let old = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version <= version)
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        old.run(pool).await.unwrap();
+    }
+
     fn revocation() -> Revocation {
         Revocation {
             kind: crate::RevocationKind::Token,
@@ -1440,20 +1458,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         {
             let pool = SqlitePool::connect(&url).await.unwrap();
-            let old = Migrator {
-                migrations: std::borrow::Cow::Owned(
-                    MIGRATOR
-                        .migrations
-                        .iter()
-                        .filter(|m| m.version <= 3)
-                        .cloned()
-                        .collect(),
-                ),
-                ignore_missing: false,
-                locking: true,
-                no_tx: false,
-            };
-            old.run(&pool).await.unwrap();
+            migrate_up_to(&pool, 3).await;
             for id in ["a", "b", "c"] {
                 sqlx::query(
                     "INSERT INTO revocations (token_id, expires_at, reason, revoked_at) \
@@ -1512,20 +1517,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         {
             let pool = SqlitePool::connect(&url).await.unwrap();
-            let old = Migrator {
-                migrations: std::borrow::Cow::Owned(
-                    MIGRATOR
-                        .migrations
-                        .iter()
-                        .filter(|m| m.version <= 9)
-                        .cloned()
-                        .collect(),
-                ),
-                ignore_missing: false,
-                locking: true,
-                no_tx: false,
-            };
-            old.run(&pool).await.unwrap();
+            migrate_up_to(&pool, 9).await;
             sqlx::query(
                 "INSERT INTO users (username, subject, email, display_name, password_hash, is_admin, \
                  disabled, failed_logins, locked_until, created_at, updated_at, last_login_at) \

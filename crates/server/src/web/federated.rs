@@ -18,7 +18,9 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flyteauth_core::browser_session::{PENDING_LOGIN_SECS, PendingLogin, pending_login_cookie};
+use flyteauth_core::browser_session::{
+    PENDING_LOGIN_SECS, PendingLogin, pending_login_cookie, seal_pending_login,
+};
 use flyteauth_store::{FederatedUser, StoreError};
 use std::net::SocketAddr;
 
@@ -38,12 +40,9 @@ pub async fn begin(
         .authorization_url(&pending, idp_hint)
         .await
         .map_err(|e| provider_down(&e))?;
-    let name = pending_login_cookie(&pending.state)
-        .ok_or_else(|| PageError::internal("a fresh sign-in state has no cookie name"))?;
-    let sealed = state
-        .sealer
-        .seal(&name, &pending)
-        .map_err(PageError::internal)?;
+    // A destination too long for the cookie is dropped (the browser then lands on the public URL), never a 500.
+    let (name, sealed) =
+        seal_pending_login(&state.sealer, &pending).map_err(PageError::internal)?;
     let cookie = state
         .cookies
         .set_lax(
