@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod browser;
+pub mod cli;
 pub mod fake_idp;
 
 use base64::Engine;

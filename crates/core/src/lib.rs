@@ -31,7 +31,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
-pub mod api_key;
+pub use flyteauth_types::api_key;
 pub mod apps;
 pub mod authorize;
 pub mod browser_session;

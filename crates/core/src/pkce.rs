@@ -5,7 +5,6 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::oauth::{ErrorCode, OAuthError};
@@ -85,10 +84,7 @@ pub fn check_challenge(challenge: &str, method: Option<&str>) -> Result<(), OAut
     Ok(())
 }
 
-/// The `S256` challenge of `verifier`.
-pub fn s256_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
+pub use flyteauth_types::pkce::s256_challenge;
 
 /// Whether `verifier` hashes to `challenge` under `S256`, compared in constant time.
 pub fn verify_s256(verifier: &str, challenge: &str) -> bool {

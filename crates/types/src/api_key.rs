@@ -219,7 +219,12 @@ pub fn decode(key: &str) -> Result<ApiKey, ApiKeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::generate_secret;
+
+    /// A secret shaped like the server's generated ones (43 URL-safe characters).
+    fn generate_secret() -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    }
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()
