@@ -4,7 +4,7 @@
 Both CLIs read one config file and one keyring item: the Rust `flyte login` signs alice in once (a scripted
 person fills the real login page), then the rounds alternate Rust and Python `whoami` against the same server, so
 both use the cached token and neither opens a browser ($BROWSER is set to a command that fails). Wall time comes
-from a monotonic clock around each process, peak RSS from wait4(2) of that process.
+from a monotonic clock around each process; peak RSS from GNU time in three more runs of each.
 
 Run inside a Secret Service session (the keyring both share), from the repository root:
 
@@ -33,41 +33,30 @@ from flyteauth_harness import alice, start_embedded_server  # noqa: E402
 from login_harness import FOREIGN_ENV_NAMES, FOREIGN_ENV_PREFIXES, ScriptedPerson  # noqa: E402
 
 CHILD_TIMEOUT_SECONDS = 60
+GNU_TIME = "/usr/bin/time"
 
 
-def run_rss(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MiB, stdout) of one run, reaped with wait4 to read the child's own peak RSS;
-    exits the benchmark if the run fails or hangs."""
+def run_timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    """(wall seconds, stdout) of one run; exits the benchmark if the run fails or hangs."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
-    out = bytearray()
-    err = bytearray()
-    # Read while waiting so a chatty child cannot fill a pipe and stall.
-    os.set_blocking(proc.stdout.fileno(), False)
-    os.set_blocking(proc.stderr.fileno(), False)
-    while True:
-        for stream, buf in ((proc.stdout, out), (proc.stderr, err)):
-            chunk = stream.read()
-            if chunk:
-                buf.extend(chunk)
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{argv[0]} did not finish within {CHILD_TIMEOUT_SECONDS}s")
-        time.sleep(0.0005)
+    try:
+        proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=CHILD_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{argv[0]} did not finish within {CHILD_TIMEOUT_SECONDS}s")
     wall = time.perf_counter() - start
-    for stream, buf in ((proc.stdout, out), (proc.stderr, err)):
-        chunk = stream.read()
-        if chunk:
-            buf.extend(chunk)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
+        raise SystemExit(f"{' '.join(argv)} failed with {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}")
+    return wall, proc.stdout.decode(errors="replace")
+
+
+def peak_rss_mib(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """The peak RSS of one run, as GNU time reports it. A child forked from this Python process would count the
+    parent's pages until its exec, so the measuring parent is GNU time, a small C program."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+        subprocess.run([GNU_TIME, "-f", "%M", "-o", out.name, *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=CHILD_TIMEOUT_SECONDS, check=True)
+        return int(out.read().strip().splitlines()[-1]) / 1024.0
 
 
 def main() -> int:
@@ -76,11 +65,14 @@ def main() -> int:
     parser.add_argument("--flyteauth", type=Path, default=ROOT / "target" / "release" / "flyteauth")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    args.flyte_rs, args.flyteauth = args.flyte_rs.resolve(), args.flyteauth.resolve()
 
     python_flyte = Path(sys.executable).with_name("flyte")
     for binary in (args.flyte_rs, args.flyteauth, python_flyte):
         if not binary.is_file():
             raise SystemExit(f"missing {binary}")
+    if not Path(GNU_TIME).is_file():
+        raise SystemExit(f"{GNU_TIME} is missing (apt-get install time): it measures the peak RSS")
     if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
         raise SystemExit("no D-Bus session: run this under scripts/with-secret-service")
     os.environ["FLYTEAUTH_BIN"] = str(args.flyteauth)
@@ -88,6 +80,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="flyte-cli-bench-") as tmp:
         work = Path(tmp)
         user = alice()
+        (work / "server").mkdir()
         server = start_embedded_server(work / "server", tls=True, users=[user])
         try:
             assert server.ca_file is not None
@@ -110,21 +103,21 @@ def main() -> int:
             rust = [str(args.flyte_rs), "-c", str(config), "whoami", "-o", "json"]
             python = [str(python_flyte), "-c", str(config), "whoami"]
             for argv in (rust, python):  # warm-up, and proof both see alice without a login
-                _, _, out = run_rss(argv, cached_env, work)
+                _, out = run_timed(argv, cached_env, work)
                 if user.name not in out:
                     raise SystemExit(f"{argv[0]} whoami does not show {user.name}: {out[:500]}")
-            samples: dict[str, list[tuple[float, float]]] = {"rust": [], "python": []}
+            walls: dict[str, list[float]] = {"rust": [], "python": []}
             for _ in range(args.rounds):
                 for name, argv in (("rust", rust), ("python", python)):
-                    wall, rss, _ = run_rss(argv, cached_env, work)
-                    samples[name].append((wall, rss))
+                    walls[name].append(run_timed(argv, cached_env, work)[0])
+            rss = {name: max(peak_rss_mib(argv, cached_env, work) for _ in range(3))
+                   for name, argv in (("rust", rust), ("python", python))}
         finally:
             server.stop()
 
-    rust_ms = statistics.median(w for w, _ in samples["rust"]) * 1000
-    python_ms = statistics.median(w for w, _ in samples["python"]) * 1000
-    rust_rss = max(r for _, r in samples["rust"])
-    python_rss = max(r for _, r in samples["python"])
+    rust_ms = statistics.median(walls["rust"]) * 1000
+    python_ms = statistics.median(walls["python"]) * 1000
+    rust_rss, python_rss = rss["rust"], rss["python"]
     print(f"rounds: {args.rounds} (interleaved); median wall: rust {rust_ms:.1f} ms, python {python_ms:.1f} ms")
     ratio = python_ms / rust_ms
     print(f"RESULT cli.rounds {args.rounds}")
