@@ -89,6 +89,12 @@ async fn pkce_login(
     let run = home.run(&["login", "-v"]).await;
     run.ok();
     assert_signed_in(&run, &service(server), "alice", &alice.subject);
+    // Regression: `-v` logs carried colour codes into pipes.
+    assert!(
+        run.stderr.contains("DEBUG") && !run.stderr.contains('\u{1b}'),
+        "-v logs to a pipe must be plain text:\n{}",
+        run.stderr
+    );
     let (access, refresh) = home.cached_tokens(&service(server)).unwrap_or_else(|| {
         panic!(
             "no cache entry for {} after login: {}",

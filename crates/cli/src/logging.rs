@@ -1,5 +1,7 @@
 //! Diagnostics on stderr with `-v`: off by default, so a person sees only results and one-line errors.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Debug (`-v`) or trace (`-vv`) of the client library and this command; nothing without `-v`, where even a
@@ -11,9 +13,12 @@ pub fn init(verbose: u8) {
         }));
         return;
     };
+    // Colours only for a person at a terminal: a log piped to a file or a ticket stays readable.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(directives))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 
