@@ -61,6 +61,32 @@ impl Connection {
     pub fn open(addr: SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .with_context(|| format!("connect to {addr}"))?;
+        Self::from_stream(stream, addr)
+    }
+
+    /// [`Self::open`] from the local address `local` (another loopback address, e.g. `127.0.0.2`, so the
+    /// server sees another client machine).
+    pub fn open_from(addr: SocketAddr, local: std::net::IpAddr) -> anyhow::Result<Self> {
+        // std cannot bind before connecting; tokio's socket can, and hands the connected socket back.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(local, 0))?;
+                tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+            })
+            .with_context(|| format!("connect to {addr} from {local}"))?
+            .into_std()?;
+        stream.set_nonblocking(false)?;
+        Self::from_stream(stream, addr)
+    }
+
+    fn from_stream(stream: TcpStream, addr: SocketAddr) -> anyhow::Result<Self> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;

@@ -19,7 +19,18 @@ pub const CLIENT_SECRET: &str = "benchSecret0123456789";
 /// `dir/secrets`, which the caller creates).
 pub fn config_yaml(port: u16, dir: &Path) -> anyhow::Result<String> {
     // Cost 10: what a deployment would plausibly use; it only affects the one token request.
-    let hash = bcrypt::hash(CLIENT_SECRET, 10).context("bcrypt")?;
+    config_yaml_with(port, dir, 10, "")
+}
+
+/// [`config_yaml`] with the client's secret hashed at bcrypt `cost`, and `flyteauth_extra` appended to the
+/// `flyteauth:` section (lines indented by two spaces).
+pub fn config_yaml_with(
+    port: u16,
+    dir: &Path,
+    cost: u32,
+    flyteauth_extra: &str,
+) -> anyhow::Result<String> {
+    let hash = bcrypt::hash(CLIENT_SECRET, cost).context("bcrypt")?;
     Ok(format!(
         r#"server:
   httpPort: {port}
@@ -43,7 +54,7 @@ secrets:
 flyteauth:
   listenAddress: 127.0.0.1
   dataDir: {dir}
-"#,
+{flyteauth_extra}"#,
         secret = STANDARD.encode(hash),
         dir = dir.display(),
     ))

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod fixture;
 pub mod grant_fixture;
 pub mod inproc;
+pub mod process;
 pub mod stats;
 pub mod wrk;
 

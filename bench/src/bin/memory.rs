@@ -14,76 +14,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use flyteauth_bench::client::{self, Connection};
+use anyhow::bail;
+use flyteauth_bench::client::Connection;
+use flyteauth_bench::process::{self, mb, memory};
 use flyteauth_bench::stats::verdict;
 use flyteauth_bench::{arg, fixture};
 
 const TARGET_BYTES: u64 = 50_000_000;
-
-/// Kills the child when dropped, so an early error cannot leave a server behind.
-#[derive(Clone)]
-struct ChildGuard(Arc<Mutex<Option<Child>>>);
-
-impl ChildGuard {
-    fn kill(&self) {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut child) = slot.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // Only the last holder (not the watchdog's clone) ends the child.
-        if Arc::strong_count(&self.0) == 1 {
-            self.kill();
-        }
-    }
-}
-
-/// VmRSS, VmHWM (bytes) and thread count of a process.
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    rss: u64,
-    hwm: u64,
-    threads: u64,
-}
-
-fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("read /proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        line[name.len()..]
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("bad line {line:?}"))
-    };
-    Ok(Memory {
-        rss: field("VmRSS:")? * 1024,
-        hwm: field("VmHWM:")? * 1024,
-        threads: field("Threads:")?,
-    })
-}
-
-fn mb(bytes: u64) -> String {
-    format!(
-        "{:.1} MB ({:.1} MiB)",
-        bytes as f64 / 1e6,
-        bytes as f64 / 1_048_576.0
-    )
-}
 
 /// Sends `total` validated `GET /me` calls over `connections` keep-alive connections.
 fn load(addr: SocketAddr, token: &str, total: u64, connections: u64) -> anyhow::Result<Duration> {
@@ -118,53 +57,15 @@ fn load(addr: SocketAddr, token: &str, total: u64, connections: u64) -> anyhow::
 }
 
 fn main() -> anyhow::Result<()> {
-    let default_binary = std::env::current_exe()?
-        .parent()
-        .context("executable has no directory")?
-        .join("flyteauth");
-    let binary: PathBuf = arg("--binary", default_binary)?;
+    let binary: PathBuf = arg("--binary", process::default_binary()?)?;
     let requests: u64 = arg("--requests", 100_000)?;
     let connections: u64 = arg("--connections", 4)?.max(1);
     let repeat: u64 = arg("--repeat", 2)?;
-    if !binary.is_file() {
-        bail!(
-            "{} not found; build it with `cargo build --release -p flyteauth-server` or pass --binary",
-            binary.display()
-        );
-    }
-
     let dir = tempfile::tempdir()?;
-    let secrets = Command::new(&binary)
-        .args(["secrets", "init", "--dir"])
-        .arg(dir.path().join("secrets"))
-        .stdout(Stdio::null())
-        .status()
-        .context("run flyteauth secrets init")?;
-    if !secrets.success() {
-        bail!("flyteauth secrets init failed: {secrets}");
-    }
     let port = fixture::free_port()?;
     let config = fixture::write_config(port, dir.path())?;
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path)?;
-    let child = Command::new(&binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("start {}", binary.display()))?;
-    let pid = child.id();
-    let guard = ChildGuard(Arc::new(Mutex::new(Some(child))));
-    let watchdog_guard = guard.clone();
-    flyteauth_bench::watchdog(Duration::from_secs(300), move || watchdog_guard.kill());
-
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    if let Err(e) = client::wait_until_up(addr, "/healthz", Duration::from_secs(30)) {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        return Err(e.context(format!("server log:\n{log}")));
-    }
+    let server = process::start(&binary, dir.path(), &config, port, Duration::from_secs(300))?;
+    let (pid, addr, guard) = (server.pid, server.addr, server.guard);
     // Let start-up work (migrations, background threads) settle before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let startup = memory(pid)?;

@@ -58,7 +58,8 @@ impl SecretHash {
     /// Whether `presented` is the secret. SHA-256 digests are compared in constant time.
     pub fn verify(&self, presented: &str) -> bool {
         match self {
-            Self::Bcrypt(hash) => bcrypt::verify(presented, hash).unwrap_or(false),
+            // Non-truncating: bcrypt reads 72 bytes at most, and a longer secret must not pass on its prefix.
+            Self::Bcrypt(hash) => bcrypt::non_truncating_verify(presented, hash).unwrap_or(false),
             Self::Sha256(expected) => {
                 let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
                 digest.ct_eq(expected).into()
@@ -121,7 +122,7 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Spends about as long as checking a bcrypt secret of a known client, so a request for an unknown client id
 /// answers no faster than one with a wrong secret.
 pub fn equalize_timing_for_unknown_client(presented: &str) {
-    let _ = bcrypt::verify(presented, &DUMMY_HASH);
+    let _ = bcrypt::non_truncating_verify(presented, &DUMMY_HASH);
 }
 
 /// An OAuth client.

@@ -12,6 +12,7 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Smallest accepted modulus: RS256 with less than 2048 bits is below every current recommendation, and
 /// aws-lc refuses it.
@@ -58,7 +59,7 @@ impl SigningKey {
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let text = std::str::from_utf8(pem)
             .map_err(|_| KeyError::Malformed("the PEM text is not UTF-8".into()))?;
-        let text = text.replace("\r\n", "\n");
+        let text = Zeroizing::new(text.replace("\r\n", "\n"));
         let key = if let Some(block) = pem_block(&text, "RSA PRIVATE KEY") {
             RsaPrivateKey::from_pkcs1_pem(block)
                 .map_err(|e| KeyError::Malformed(format!("PKCS#1: {e}")))?
@@ -79,8 +80,9 @@ impl SigningKey {
         Self::from_rsa(&key)
     }
 
-    /// Generates a fresh RSA-2048 key; returns it with its PKCS#1 PEM encoding (what flyteadmin stores).
-    pub fn generate() -> Result<(Self, String), KeyError> {
+    /// Generates a fresh RSA-2048 key; returns it with its PKCS#1 PEM encoding (what flyteadmin stores), which
+    /// is wiped from memory when dropped.
+    pub fn generate() -> Result<(Self, Zeroizing<String>), KeyError> {
         let mut rng = rsa::rand_core::OsRng;
         let key = RsaPrivateKey::new(&mut rng, GENERATED_RSA_BITS)
             .map_err(|e| KeyError::Generation(e.to_string()))?;
@@ -88,7 +90,7 @@ impl SigningKey {
             .to_pkcs1_pem(LineEnding::LF)
             .map_err(|e| KeyError::Generation(e.to_string()))?;
         let signing = Self::from_rsa(&key)?;
-        Ok((signing, pem.to_string()))
+        Ok((signing, pem))
     }
 
     fn from_rsa(key: &RsaPrivateKey) -> Result<Self, KeyError> {

@@ -27,6 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 /// The format version byte that starts every sealed value.
 pub const VERSION: u8 = 0x01;
@@ -118,19 +119,18 @@ impl Sealer {
         if block_key.is_empty() || hash_key.is_empty() {
             return Err(SealError::EmptyKey);
         }
-        let mut ikm = Vec::with_capacity(block_key.len() + hash_key.len());
+        // Both copies of key material are wiped on every return path, errors included.
+        let mut ikm = Zeroizing::new(Vec::with_capacity(block_key.len() + hash_key.len()));
         ikm.extend_from_slice(block_key);
         ikm.extend_from_slice(hash_key);
         let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(&ikm);
-        ikm.fill(0);
-        let mut key = [0u8; KEY_LEN];
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
         prk.expand(&[HKDF_INFO], OutputLen(KEY_LEN))
-            .and_then(|okm| okm.fill(&mut key))
+            .and_then(|okm| okm.fill(&mut *key))
             .map_err(|_| SealError::Crypto)?;
-        let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| SealError::Crypto);
-        key.fill(0);
+        let unbound = UnboundKey::new(&AES_256_GCM, &*key).map_err(|_| SealError::Crypto)?;
         Ok(Self {
-            key: LessSafeKey::new(unbound?),
+            key: LessSafeKey::new(unbound),
         })
     }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use rand::RngCore as _;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::config::{Config, OpenIdConfig, SecretsConfig};
 use crate::keys::{KeyRing, SigningKey};
@@ -102,8 +103,9 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // Best effort: shortens the time the bytes linger in freed memory.
-        self.0.iter_mut().for_each(|b| *b = 0);
+        // Shortens the time the bytes linger in freed memory; `zeroize` keeps the compiler from eliding the
+        // writes to memory that is about to be freed, which a plain loop does not.
+        self.0.zeroize();
     }
 }
 
@@ -200,14 +202,16 @@ impl SecretSource {
 /// Decodes a base64 RawStd secret as flyteadmin writes it, tolerating line breaks, surrounding whitespace and
 /// padding.
 pub fn decode_base64_secret(name: &str, secret: &Secret) -> Result<Secret, SecretError> {
-    let compact: Vec<u8> = secret
-        .expose()
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
+        secret
+            .expose()
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
     RAW_STD
-        .decode(&compact)
+        .decode(&*compact)
         .map(Secret)
         .map_err(|_| SecretError::Malformed {
             name: name.to_owned(),
@@ -355,11 +359,11 @@ pub fn write_fresh_set(dir: &Path) -> Result<Vec<PathBuf>, SecretError> {
     let (_, pem) = SigningKey::generate().map_err(|e| SecretError::Generation {
         reason: e.to_string(),
     })?;
-    let contents: [(&str, Vec<u8>); 4] = [
+    let contents: [(&str, Zeroizing<Vec<u8>>); 4] = [
         (CLAIM_SYMMETRIC_KEY, random_base64(32)),
         (COOKIE_HASH_KEY, random_base64(64)),
         (COOKIE_BLOCK_KEY, random_base64(32)),
-        (TOKEN_RSA_KEY, pem.into_bytes()),
+        (TOKEN_RSA_KEY, Zeroizing::new(pem.as_bytes().to_vec())),
     ];
     create_private_dir(dir)?;
     let mut written = Vec::with_capacity(contents.len());
@@ -371,12 +375,10 @@ pub fn write_fresh_set(dir: &Path) -> Result<Vec<PathBuf>, SecretError> {
     Ok(written)
 }
 
-fn random_base64(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; len];
+fn random_base64(len: usize) -> Zeroizing<Vec<u8>> {
+    let mut bytes = Zeroizing::new(vec![0u8; len]);
     rand::rng().fill_bytes(&mut bytes);
-    let encoded = RAW_STD.encode(&bytes).into_bytes();
-    bytes.iter_mut().for_each(|b| *b = 0);
-    encoded
+    Zeroizing::new(RAW_STD.encode(&*bytes).into_bytes())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), SecretError> {

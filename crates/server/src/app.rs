@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// The OAuth 2.0 authorization server endpoints and discovery documents.
-fn oauth_routes() -> Router<AppState> {
-    let limit = DefaultBodyLimit::max(oauth::MAX_TOKEN_REQUEST_BYTES);
+/// The OAuth 2.0 authorization server endpoints and discovery documents; bodies over `max_body_bytes` (or
+/// [`oauth::MAX_TOKEN_REQUEST_BYTES`], whichever is smaller) get 413.
+fn oauth_routes(max_body_bytes: usize) -> Router<AppState> {
+    let limit = DefaultBodyLimit::max(oauth::MAX_TOKEN_REQUEST_BYTES.min(max_body_bytes));
     Router::new()
         .route(
             "/oauth2/token",
@@ -166,15 +167,42 @@ fn cors(security: &flyteauth_core::config::SecurityConfig) -> Option<CorsLayer> 
     }
 }
 
+/// Behind a trusted proxy, replaces the TCP peer in the request's `ConnectInfo` with the client address the proxy
+/// forwards, so rate limits, audit rows and logs all see the same caller. Only installed when
+/// `flyteauth.trustedProxies` is set.
+async fn forwarded_client_address(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    if let Some(client) = state.client_address.resolve(peer, request.headers()) {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(client));
+    }
+    next.run(request).await
+}
+
 /// The HTTP side: OAuth endpoints, Flyte HTTP routes, Connect methods, probes, metrics and `extra`,
 /// all behind the same middleware (metrics, CORS).
 fn http_router(state: AppState, extra: Router) -> Router {
     let cors = cors(&state.config.server.security);
     let max_body_bytes = state.config.flyteauth.max_request_bytes;
     let probes = health::for_state(state.clone());
-    Router::new()
+    // A separate operations listener takes `/metrics` off the public port.
+    let public_metrics = match state.config.flyteauth.metrics_listen_address {
+        None => Router::new().route("/metrics", get(metrics::handler)),
+        Some(_) => Router::new(),
+    };
+    let forwarded = !state.config.flyteauth.trusted_proxies.is_empty();
+    let state_for_address = state.clone();
+    let router = Router::new()
         .merge(
-            oauth_routes()
+            oauth_routes(max_body_bytes)
                 .merge(web_routes())
                 .layer(axum::middleware::from_fn(run_to_completion)),
         )
@@ -183,10 +211,22 @@ fn http_router(state: AppState, extra: Router) -> Router {
         .with_state(state)
         .merge(probes)
         .merge(extra)
-        .route("/metrics", get(metrics::handler))
+        .merge(public_metrics)
         .fallback(not_found)
-        .layer(tower::util::option_layer(cors))
+        .layer(tower::util::option_layer(cors));
+    with_client_address(router, forwarded.then_some(state_for_address))
         .layer(axum::middleware::from_fn(metrics::track))
+}
+
+/// `router` behind [`forwarded_client_address`] when there are trusted proxies (`state`), as it is otherwise.
+fn with_client_address(router: Router, state: Option<AppState>) -> Router {
+    match state {
+        Some(state) => router.layer(axum::middleware::from_fn_with_state(
+            state,
+            forwarded_client_address,
+        )),
+        None => router,
+    }
 }
 
 /// The single service behind the listener: gRPC to tonic, the rest to [`http_router`].
@@ -198,10 +238,25 @@ pub fn service(state: AppState) -> Dispatch {
 /// embedding, and for benchmarks whose baseline must share the production stack.
 pub fn service_with(state: AppState, extra: Router) -> Dispatch {
     let (reporter, health_service) = health::grpc_service();
-    health::follow_readiness(&state, reporter);
-    let grpc_routes = grpc::Services::routes(state.clone())
-        .add_service(health_service)
-        .into_axum_router()
-        .layer(axum::middleware::from_fn(metrics::track));
+    let following = health::follow_readiness(&state, reporter, &grpc::Services::names());
+    let health_service =
+        health_service.max_decoding_message_size(state.config.flyteauth.max_request_bytes);
+    let forwarded = !state.config.flyteauth.trusted_proxies.is_empty();
+    let grpc_routes = with_client_address(
+        grpc::Services::routes(state.clone())
+            .add_service(health_service)
+            .into_axum_router(),
+        forwarded.then(|| state.clone()),
+    )
+    // The routes own the poller's handle, so it polls exactly as long as the service exists.
+    .layer(axum::Extension(following))
+    .layer(axum::middleware::from_fn(metrics::track_grpc));
     Dispatch::from_routers(grpc_routes, http_router(state, extra))
+}
+
+/// The operations listener (`flyteauth.metricsListenAddress`): `/metrics` and the probes, nothing else.
+pub fn operations_service(state: AppState) -> Router {
+    health::for_state(state)
+        .route("/metrics", get(metrics::handler))
+        .fallback(not_found)
 }

@@ -13,7 +13,7 @@
 //! The validation itself is [`flyteauth_core::token::TokenValidator::external`] over the shared
 //! [`RemoteAuthority`] this module fills.
 
-use crate::health::{HealthReporter, Readiness, ServingStatus};
+use crate::health::Readiness;
 use crate::state::MetadataDocument;
 use bytes::Bytes;
 use flyteauth_core::config::Config;
@@ -112,7 +112,6 @@ pub struct ExternalAuthority {
     refetching: tokio::sync::Mutex<()>,
     refetch_in_flight: AtomicBool,
     last_refetch: Mutex<Option<Instant>>,
-    reporters: Mutex<Vec<HealthReporter>>,
 }
 
 impl std::fmt::Debug for ExternalAuthority {
@@ -176,7 +175,6 @@ impl ExternalAuthority {
             refetching: tokio::sync::Mutex::new(()),
             refetch_in_flight: AtomicBool::new(false),
             last_refetch: Mutex::new(None),
-            reporters: Mutex::new(Vec::new()),
         })
     }
 
@@ -244,7 +242,6 @@ impl ExternalAuthority {
             if let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "could not refresh the external authorization server's documents; keeping the last good copy");
             }
-            self.publish_health().await;
         }
     }
 
@@ -289,7 +286,6 @@ impl ExternalAuthority {
         let fetched = tokio::spawn(async move {
             let result = me.fetch_keys(&document).await;
             me.refetch_in_flight.store(false, Ordering::Release);
-            me.publish_health().await;
             result
         })
         .await;
@@ -331,24 +327,6 @@ impl ExternalAuthority {
             Readiness::Degraded(body)
         } else {
             Readiness::Ready(body)
-        }
-    }
-
-    /// Makes the gRPC health service follow [`Self::is_ready`] (see [`Self::publish_health`]).
-    pub fn add_health_reporter(&self, reporter: HealthReporter) {
-        lock(&self.reporters).push(reporter);
-    }
-
-    /// Sets the overall gRPC health status: `SERVING` once ready (degraded included), `NOT_SERVING` before.
-    pub async fn publish_health(&self) {
-        let status = if self.is_ready() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        let reporters = lock(&self.reporters).clone();
-        for reporter in reporters {
-            reporter.set_service_status("", status).await;
         }
     }
 
@@ -633,9 +611,6 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_server_is_not_ready_and_grpc_health_follows() {
-        use tonic_health::pb::HealthCheckRequest;
-        use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
-        use tonic_health::pb::health_server::Health as _;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -659,18 +634,6 @@ mod tests {
         // Without metadata there is no key set to refetch.
         assert!(!authority.refetch_keys_for_unknown_kid(Some("k")).await);
 
-        let (reporter, _server) = crate::health::grpc_service();
-        authority.add_health_reporter(reporter.clone());
-        authority.publish_health().await;
-        let service = tonic_health::server::HealthService::from_health_reporter(reporter);
-        let answer = service
-            .check(tonic::Request::new(HealthCheckRequest {
-                service: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(answer.status, WireStatus::NotServing as i32);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::opaque;
 use crate::state::AppState;
 use crate::web::session::duration_secs;
-use flyteauth_core::clients::Client;
+use flyteauth_core::clients::{Client, SecretHash};
 use flyteauth_core::grant::{
     self, ClientCredentialsRequest, CodeBinding, PresentedClient, TokenRequest,
 };
@@ -55,31 +55,37 @@ pub async fn authenticate_client(
     let failure = ApiError::ClientAuthentication {
         basic: presented.via_basic,
     };
+    let source = peer.map(|p| p.ip());
+    // Before the store and bcrypt: a source over its limit costs neither.
+    state.client_auth_limits.check(&presented.id, source)?;
     let client = state.find_client(&presented.id).await?;
-    // A public client has no secret to check; everyone else may cost a bcrypt check, kept off the async workers.
-    let (client, presented, verified) = if client.as_ref().is_some_and(Client::is_public) {
+    // Public clients and generated (SHA-256) secrets are cheap to check; bcrypt, and the dummy bcrypt of an
+    // unknown client, run on the bounded hashing pool, refused at once when it is full.
+    let cheap = client
+        .as_ref()
+        .is_some_and(|c| !matches!(c.secret, Some(SecretHash::Bcrypt(_))));
+    let (client, presented, verified) = if cheap {
         let verified = grant::authenticate(client.as_ref(), &presented);
         (client, presented, verified)
     } else {
-        tokio::task::spawn_blocking(move || {
-            let verified = grant::authenticate(client.as_ref(), &presented);
-            (client, presented, verified)
-        })
-        .await
-        .map_err(ApiError::internal)?
+        state
+            .hashing
+            .run(move || {
+                let verified = grant::authenticate(client.as_ref(), &presented);
+                (client, presented, verified)
+            })
+            .await?
     };
     match client {
         Some(client) if verified => Ok(client),
         _ => {
-            audit::record(
+            state.client_auth_limits.failed(&presented.id, source);
+            audit::client_failure(
                 state,
-                Event {
-                    kind: "client.authentication_failed",
+                audit::ClientFailure {
                     client_id: &presented.id,
-                    subject: &presented.id,
-                    outcome: "failure",
+                    via: if presented.via_basic { "basic" } else { "body" },
                     peer,
-                    detail: serde_json::json!({"via": if presented.via_basic { "basic" } else { "body" }}),
                 },
             )
             .await;

@@ -33,22 +33,42 @@ impl Services {
         .map_err(Status::from)
     }
 
+    /// The gRPC names of the services in [`Self::routes`], whose health the health service reports.
+    pub fn names() -> [&'static str; 5] {
+        use tonic::server::NamedService as _;
+        [
+            <v1::auth_metadata_service_server::AuthMetadataServiceServer<Self>>::NAME,
+            <v1::identity_service_server::IdentityServiceServer<Self>>::NAME,
+            <v2::auth_metadata_service_server::AuthMetadataServiceServer<Self>>::NAME,
+            <v2::identity_service_server::IdentityServiceServer<Self>>::NAME,
+            <flyteauth_proto::cloudidl::identity::apps_service_server::AppsServiceServer<
+                crate::apps::AppsGrpc,
+            >>::NAME,
+        ]
+    }
+
     /// All services, ready to be added to a tonic router.
+    /// Each refuses request messages over `flyteauth.maxRequestBytes` (tonic answers `OUT_OF_RANGE`).
     pub fn routes(state: AppState) -> tonic::service::Routes {
+        let limit = state.config.flyteauth.max_request_bytes;
         let services = Self::new(state);
         tonic::service::Routes::new(
-            v1::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone()),
+            v1::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone())
+                .max_decoding_message_size(limit),
         )
-        .add_service(v1::identity_service_server::IdentityServiceServer::new(
-            services.clone(),
-        ))
         .add_service(
-            v2::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone()),
+            v1::identity_service_server::IdentityServiceServer::new(services.clone())
+                .max_decoding_message_size(limit),
         )
-        .add_service(v2::identity_service_server::IdentityServiceServer::new(
-            services.clone(),
-        ))
-        .add_service(crate::apps::AppsGrpc::server(services.state))
+        .add_service(
+            v2::auth_metadata_service_server::AuthMetadataServiceServer::new(services.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v2::identity_service_server::IdentityServiceServer::new(services.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(crate::apps::AppsGrpc::server(services.state).max_decoding_message_size(limit))
     }
 }
 

@@ -7,8 +7,12 @@
 //!   external authorization server's metadata and keys were fetched), bounded by a timeout. The body is JSON:
 //!   `{"status":"ready"}`, `{"status":"degraded", …}` (200: serving from the last good copy of something that
 //!   failed to refresh) or `{"status":"not_ready", …}` (503), with what it is about.
+//!
+//! The gRPC health service answers what `/readyz` would: a background task re-runs the same check every
+//! [`FOLLOW_INTERVAL`] ([`follow_readiness`]).
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -100,27 +104,109 @@ pub fn for_state<S>(state: crate::state::AppState) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    report_router(move || check_state(state.clone()), READY_TIMEOUT)
+}
+
+/// The readiness check of a server, shared by `/readyz` and the gRPC health service.
+async fn check_state(state: crate::state::AppState) -> Readiness {
+    if let Err(err) = state.store.ping().await {
+        tracing::warn!(error = %err, "readiness check failed: the database does not answer");
+        return Readiness::NotReady(json!({"database": "not reachable"}));
+    }
+    match &state.external {
+        Some(external) => external.readiness(),
+        None => Readiness::Ready(json!({})),
+    }
+}
+
+/// How often the gRPC health service re-runs the readiness check of `/readyz`.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps a readiness poller ([`follow`]) running; the poller stops once this and every clone are dropped.
+#[derive(Debug, Clone)]
+pub struct Following {
+    // Never sent on: its drop is what the poller waits for.
+    _alive: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Makes the gRPC health service of a server answer what `/readyz` would, for the overall status `""` and each of
+/// `services`: `SERVING` while the server is ready (degraded included), `NOT_SERVING` while it is not (the store
+/// does not answer, or in External mode the external authorization server's documents were never fetched).
+///
+/// The poller holds the state weakly and ends when the returned handle is dropped, so it ends with the server
+/// whose routes own the handle. Needs a Tokio runtime.
+pub fn follow_readiness(
+    state: &crate::state::AppState,
+    reporter: HealthReporter,
+    services: &[&str],
+) -> Following {
+    let weak = state.downgrade();
     let check = move || {
-        let state = state.clone();
+        let state = weak.upgrade();
         async move {
-            if let Err(err) = state.store.ping().await {
-                tracing::warn!(error = %err, "readiness check failed: the database does not answer");
-                return Readiness::NotReady(json!({"database": "not reachable"}));
-            }
-            match &state.external {
-                Some(external) => external.readiness(),
-                None => Readiness::Ready(json!({})),
+            match state {
+                Some(state) => check_state(state).await,
+                None => Readiness::NotReady(json!({})),
             }
         }
     };
-    report_router(check, READY_TIMEOUT)
+    follow(reporter, services, check, FOLLOW_INTERVAL)
 }
 
-/// Makes the gRPC health service of a server follow its readiness (External mode: `NOT_SERVING` until the
-/// external authorization server's documents were fetched).
-pub fn follow_readiness(state: &crate::state::AppState, reporter: HealthReporter) {
-    if let Some(external) = &state.external {
-        external.add_health_reporter(reporter);
+/// Sets the gRPC health status of `""` and `services` from `check` at once and then every `interval`, until the
+/// returned handle is dropped. A check slower than [`READY_TIMEOUT`] counts as not ready, as on `/readyz`.
+pub fn follow<F, Fut>(
+    reporter: HealthReporter,
+    services: &[&str],
+    check: F,
+    interval: Duration,
+) -> Following
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Readiness> + Send + 'static,
+{
+    let (alive, mut ended) = tokio::sync::oneshot::channel::<()>();
+    let names: Vec<String> = std::iter::once(String::new())
+        .chain(services.iter().map(|name| (*name).to_owned()))
+        .collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = None;
+        loop {
+            tokio::select! {
+                _ = &mut ended => break,
+                _ = tick.tick() => {}
+            }
+            let status = match bounded(check(), READY_TIMEOUT).await {
+                Readiness::Ready(_) | Readiness::Degraded(_) => ServingStatus::Serving,
+                Readiness::NotReady(_) => ServingStatus::NotServing,
+            };
+            if reported == Some(status) {
+                continue;
+            }
+            if reported.is_some() {
+                tracing::info!(?status, "gRPC health status changed with readiness");
+            }
+            for name in &names {
+                reporter.set_service_status(name, status).await;
+            }
+            reported = Some(status);
+        }
+    });
+    Following {
+        _alive: Arc::new(alive),
+    }
+}
+
+/// `check`, or not ready once it has taken `timeout`.
+async fn bounded(check: impl Future<Output = Readiness>, timeout: Duration) -> Readiness {
+    match tokio::time::timeout(timeout, check).await {
+        Ok(readiness) => readiness,
+        Err(_) => {
+            tracing::warn!(?timeout, "readiness check timed out");
+            Readiness::NotReady(json!({"reason": "the readiness check timed out"}))
+        }
     }
 }
 
@@ -133,18 +219,10 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Readiness>,
 {
-    let (status, label, detail) = match tokio::time::timeout(timeout, check()).await {
-        Ok(Readiness::Ready(detail)) => (StatusCode::OK, "ready", detail),
-        Ok(Readiness::Degraded(detail)) => (StatusCode::OK, "degraded", detail),
-        Ok(Readiness::NotReady(detail)) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail),
-        Err(_) => {
-            tracing::warn!(?timeout, "readiness check timed out");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                json!({"reason": "the readiness check timed out"}),
-            )
-        }
+    let (status, label, detail) = match bounded(check(), timeout).await {
+        Readiness::Ready(detail) => (StatusCode::OK, "ready", detail),
+        Readiness::Degraded(detail) => (StatusCode::OK, "degraded", detail),
+        Readiness::NotReady(detail) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail),
     };
     let mut body = serde_json::Map::new();
     body.insert("status".into(), Value::from(label));
@@ -253,6 +331,76 @@ mod tests {
         assert_eq!(
             get_status(&app, "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_health_follows_the_readiness_check_until_the_handle_is_dropped() {
+        use std::sync::atomic::AtomicUsize;
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
+        use tonic_health::pb::health_server::Health as _;
+        let up = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (flag, counter) = (Arc::clone(&up), Arc::clone(&calls));
+        let check = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let ready = flag.load(Ordering::SeqCst);
+            async move {
+                if ready {
+                    Readiness::Degraded(json!({}))
+                } else {
+                    Readiness::NotReady(json!({}))
+                }
+            }
+        };
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let handle = follow(
+            reporter,
+            &["flyteidl.service.IdentityService"],
+            check,
+            Duration::from_millis(20),
+        );
+        let status_of = async |name: &str| {
+            let request = tonic::Request::new(HealthCheckRequest {
+                service: name.into(),
+            });
+            service.check(request).await.map(|r| r.into_inner().status)
+        };
+        let wait_for = async |want: WireStatus| {
+            for _ in 0..250 {
+                let both = (
+                    status_of("").await.ok(),
+                    status_of("flyteidl.service.IdentityService").await.ok(),
+                );
+                if both == (Some(want as i32), Some(want as i32)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the health statuses never became {want:?}");
+        };
+        // Degraded still serves, as /readyz answers 200 for it.
+        wait_for(WireStatus::Serving).await;
+        up.store(false, Ordering::SeqCst);
+        wait_for(WireStatus::NotServing).await;
+        up.store(true, Ordering::SeqCst);
+        wait_for(WireStatus::Serving).await;
+        // Services nobody named stay unknown.
+        assert_eq!(
+            status_of("no.such.Service").await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+
+        drop(handle);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after_drop = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            after_drop,
+            "the poller outlived its handle"
         );
     }
 

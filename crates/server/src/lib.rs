@@ -13,6 +13,8 @@
 //! - [`auth`]: bearer-token extraction and validation (the hot path); [`external`]: the external authorization
 //!   server of `authServerType: External` (its metadata and keys); [`revocation_mirror`]: revocations from
 //!   every replica; [`audit`]: the trail of credential events; [`opaque`]: codes, refresh tokens, cookies;
+//! - [`hashing`]: the bound on bcrypt and argon2 checks; [`rate_limit`]: limits on failed authentications and
+//!   the client address behind a proxy;
 //! - [`error`]: the one place errors become HTTP, gRPC and Connect responses;
 //! - [`serve`]: start-up; [`embedded`]: the no-configuration default;
 //! - transport: [`listener`], [`tls`], [`dispatch`], [`connect`]; operations: [`health`],
@@ -33,12 +35,14 @@ pub mod federation;
 pub mod form;
 pub(crate) mod grants;
 pub(crate) mod grpc;
+pub mod hashing;
 pub mod health;
 pub(crate) mod http_api;
 pub mod listener;
 pub mod metrics;
 pub mod oauth;
 pub mod opaque;
+pub mod rate_limit;
 pub(crate) mod revocation_mirror;
 pub(crate) mod rpc;
 pub mod serve;

@@ -10,8 +10,10 @@
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -41,6 +43,17 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Interval of HTTP/2 keep-alive pings, which detect dead peers on idle gRPC channels.
     pub http2_keep_alive_interval: Option<Duration>,
+    /// A pinged HTTP/2 peer that does not answer within this is disconnected.
+    pub http2_keep_alive_timeout: Duration,
+    /// Requests one HTTP/2 connection may have in flight (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request header block: HTTP/1.1's read buffer and HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    /// Values under 8 KiB are raised to 8 KiB, hyper's smallest HTTP/1.1 buffer.
+    pub max_header_bytes: usize,
+    /// Time from a request's headers to the end of its body; past it, reading the body fails, so a client
+    /// trickling a body cannot hold a handler (and its connection slot) for long. `None` means unbounded.
+    /// Only unary and server-streaming calls are served, so every legitimate body ends soon after it starts.
+    pub request_body_timeout: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +65,10 @@ impl Default for ServeOptions {
             // Under Kubernetes' default 30 s termination grace period.
             shutdown_grace: Duration::from_secs(25),
             http2_keep_alive_interval: Some(Duration::from_secs(60)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 100,
+            max_header_bytes: 32 * 1024,
+            request_body_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -73,7 +90,7 @@ pub async fn serve<S, B>(
     opts: ServeOptions,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<DeadlineBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: http_body::Body + Send + 'static,
@@ -180,14 +197,19 @@ pub async fn shutdown_signal() {
 
 fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_bytes = opts.max_header_bytes.max(MIN_HTTP1_BUFFER);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.read_header_timeout);
+        .header_read_timeout(opts.read_header_timeout)
+        .max_buf_size(header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(opts.http2_keep_alive_interval);
+        .keep_alive_interval(opts.http2_keep_alive_interval)
+        .keep_alive_timeout(opts.http2_keep_alive_timeout)
+        .max_concurrent_streams(opts.http2_max_concurrent_streams.max(1))
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
@@ -237,7 +259,7 @@ struct Conn<S> {
 
 impl<S, B> Conn<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<DeadlineBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: http_body::Body + Send + 'static,
@@ -276,8 +298,10 @@ where
         } = self;
         let started = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&started);
-        let svc = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let body_timeout = opts.request_body_timeout;
+        let svc = hyper::service::service_fn(move |request: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
+            let mut request = request.map(|body| DeadlineBody::new(body, body_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
             service.clone().oneshot(request)
         });
@@ -312,6 +336,76 @@ where
                 }
             }
         }
+    }
+}
+
+/// hyper refuses an HTTP/1.1 read buffer smaller than this (and panics on one).
+const MIN_HTTP1_BUFFER: usize = 8 * 1024;
+
+/// A request body that fails once its deadline passes before its end.
+///
+/// The deadline starts when the request's headers are in; the timer is only set for bodies that are not
+/// already complete, so bodiless requests cost nothing.
+pub struct DeadlineBody {
+    inner: Incoming,
+    deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Option<Duration>) -> Self {
+        use http_body::Body as _;
+        let deadline = timeout
+            .filter(|_| !inner.is_end_stream())
+            .map(|t| (t, Box::pin(tokio::time::sleep(t))));
+        Self { inner, deadline }
+    }
+}
+
+impl std::fmt::Debug for DeadlineBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineBody")
+            .field("timeout", &self.deadline.as_ref().map(|(t, _)| t))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request body did not arrive within [`ServeOptions::request_body_timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimeout(Duration);
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some((timeout, sleep)) = &mut this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let timeout = *timeout;
+            this.deadline = None;
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout)))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.deadline = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

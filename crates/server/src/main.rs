@@ -196,7 +196,8 @@ enum UsersCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file and print the effective configuration, secrets redacted.
+    /// Validate a configuration file as `serve` would (its secrets, TLS files and settings, without binding a
+    /// port or opening the database) and print the effective configuration, secrets redacted.
     Check {
         /// The YAML file.
         file: PathBuf,
@@ -231,11 +232,30 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One clear line; the chain is joined so the cause is not lost.
-            eprintln!("flyteauth: {e:#}");
+            eprintln!("flyteauth: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes joined on one line, each cause once.
+///
+/// Many error types already end their message with their source's (`"cannot read {path}: {source}"`) and also
+/// return it from `source()`; anyhow's `{:#}` would then print it twice. A cause whose message is already on
+/// the line adds nothing and is left out.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if line.contains(&message) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&message);
+    }
+    line
 }
 
 async fn users_command(target: StoreArgs, command: UsersCommand) -> anyhow::Result<()> {
@@ -388,7 +408,8 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Several crates pull in rustls with different providers; pick one for the process.
+    // The identity provider's HTTP client (reqwest without a provider of its own) takes rustls's process-wide
+    // provider: make it aws-lc-rs, the one every TLS configuration here uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
         Command::Serve {
@@ -420,11 +441,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let loaded = flyteauth_core::config::Config::from_file(&file)?;
-            for warning in &loaded.warnings {
+            let prepared = serve::prepare(&ServeOptions {
+                config_file: Some(file.clone()),
+                ..ServeOptions::default()
+            })?;
+            for warning in &prepared.warnings {
                 eprintln!("warning: {warning}");
             }
-            print!("{}", loaded.config.redacted_yaml());
+            current_thread_runtime()?.block_on(serve::check(&prepared))?;
+            print!("{}", prepared.config.redacted_yaml());
             eprintln!("{}: valid", file.display());
             Ok(())
         }
@@ -459,5 +484,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("server key: {}", paths.server_key.display());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.yaml: {source}")]
+    struct Read {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_errors_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let error = anyhow::Error::new(Read { source: io }).context("config check");
+        assert_eq!(one_line(&error), "config check: cannot read x.yaml: gone");
+
+        let error = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(one_line(&error), "outer: middle: inner");
     }
 }

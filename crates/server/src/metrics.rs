@@ -39,6 +39,15 @@ pub const REVOCATIONS: &str = "flyteauth_revocations_total";
 /// Counter: fetches from the external authorization server, by document (`metadata`, `jwks`) and outcome
 /// (`ok`, `error`).
 pub const EXTERNAL_FETCHES: &str = "flyteauth_external_fetches_total";
+/// Counter of attempts refused by a rate limit, by kind (`client_auth`, `login`) and reason (`address`,
+/// `client_and_address`).
+pub const RATE_LIMITED: &str = "flyteauth_rate_limited_total";
+/// Counter of secret checks refused because the hashing queue was full.
+pub const HASHING_REFUSED: &str = "flyteauth_hashing_refused_total";
+/// Counter: gRPC calls by `method` (`/package.Service/Method`) and `code` (`OK`, `UNAUTHENTICATED`, …).
+pub const GRPC_REQUESTS: &str = "flyteauth_grpc_requests_total";
+/// Histogram: gRPC call latency by `method` (seconds, until the status is known).
+pub const GRPC_DURATION: &str = "flyteauth_grpc_request_duration_seconds";
 
 /// `route` label of requests that matched no route, so unknown paths cannot add label values.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -73,7 +82,9 @@ fn installed() -> &'static Installed {
         let builder = PrometheusBuilder::new();
         let recorder = match builder
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)
-        {
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(GRPC_DURATION.to_owned()), LATENCY_BUCKETS)
+            }) {
             Ok(builder) => builder.build_recorder(),
             // Only an empty bucket list is rejected; fall back to the default summary.
             Err(_) => PrometheusBuilder::new().build_recorder(),
@@ -106,6 +117,12 @@ fn describe() {
         metrics::Unit::Seconds,
         "HTTP request latency by route and method"
     );
+    metrics::describe_counter!(GRPC_REQUESTS, "gRPC calls by method and status code");
+    metrics::describe_histogram!(
+        GRPC_DURATION,
+        metrics::Unit::Seconds,
+        "gRPC call latency by method"
+    );
     metrics::describe_counter!(TOKENS_ISSUED, "Token requests by grant type and outcome");
     metrics::describe_counter!(VALIDATION_FAILURES, "Rejected access tokens by reason");
     metrics::describe_counter!(
@@ -121,6 +138,14 @@ fn describe() {
     metrics::describe_counter!(
         EXTERNAL_FETCHES,
         "Documents fetched from the external authorization server by document and outcome"
+    );
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Attempts refused by a rate limit on failed authentications, by kind and reason"
+    );
+    metrics::describe_counter!(
+        HASHING_REFUSED,
+        "Secret checks refused because the hashing queue was full"
     );
 }
 
@@ -204,9 +229,156 @@ pub fn external_fetch(document: &'static str, outcome: &'static str) {
     metrics::counter!(EXTERNAL_FETCHES, "document" => document, "outcome" => outcome).increment(1);
 }
 
+/// Counts one attempt refused by a rate limit (`kind`: `client_auth`, `login`; `reason`: `address`,
+/// `client_and_address`).
+pub fn rate_limited(kind: &'static str, reason: &'static str) {
+    metrics::counter!(RATE_LIMITED, "kind" => kind, "reason" => reason).increment(1);
+}
+
+/// Counts one secret check refused because the hashing queue was full.
+pub fn hashing_refused() {
+    metrics::counter!(HASHING_REFUSED).increment(1);
+}
+
 /// Counts one rejected access token (`reason`: a snake_case validation error).
 pub fn validation_failed(reason: &'static str) {
     metrics::counter!(VALIDATION_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Axum middleware for the gRPC routes: counts each call by method and gRPC status code, and times it.
+///
+/// The status is in the response headers of a trailers-only answer (tonic's errors), else in the trailers
+/// after the message, so the body is watched until they pass. A call whose answer is dropped before its
+/// status counts as `CANCELLED`. Unknown services and methods are counted under [`UNMATCHED_ROUTE`], so
+/// client-chosen paths cannot add label values.
+pub async fn track_grpc(request: Request, next: Next) -> Response {
+    let call = GrpcCall {
+        start: Instant::now(),
+        matched: request.extensions().get::<MatchedPath>().is_some(),
+        path: request.uri().path().to_owned(),
+    };
+    let response = next.run(request).await;
+    if let Some(code) = response.headers().get(GRPC_STATUS) {
+        let code = grpc_code_name(code.as_bytes());
+        call.record(code);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let watched = GrpcStatusBody {
+        inner: body,
+        call: Some(call),
+    };
+    Response::from_parts(parts, axum::body::Body::new(watched))
+}
+
+const GRPC_STATUS: &str = "grpc-status";
+
+struct GrpcCall {
+    start: Instant,
+    matched: bool,
+    path: String,
+}
+
+impl GrpcCall {
+    fn record(self, code: &'static str) {
+        let method: Cow<'static, str> = if self.matched && code != "UNIMPLEMENTED" {
+            Cow::Owned(self.path)
+        } else {
+            Cow::Borrowed(UNMATCHED_ROUTE)
+        };
+        metrics::histogram!(GRPC_DURATION, "method" => method.clone())
+            .record(self.start.elapsed().as_secs_f64());
+        metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
+    }
+}
+
+/// A gRPC response body that records its call once the `grpc-status` trailer passes (or the body ends or is
+/// dropped without one).
+struct GrpcStatusBody {
+    inner: axum::body::Body,
+    call: Option<GrpcCall>,
+}
+
+impl http_body::Body for GrpcStatusBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(call) = this.call.take()
+                {
+                    let code = trailers
+                        .get(GRPC_STATUS)
+                        .map_or("UNKNOWN", |c| grpc_code_name(c.as_bytes()));
+                    call.record(code);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(call) = this.call.take() {
+                    call.record("UNKNOWN");
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(call) = this.call.take() {
+                    call.record("INTERNAL");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GrpcStatusBody {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.record("CANCELLED");
+        }
+    }
+}
+
+/// The canonical name of a `grpc-status` value; anything unrecognised is `UNKNOWN`.
+fn grpc_code_name(value: &[u8]) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|i| NAMES.get(i).copied())
+        .unwrap_or("UNKNOWN")
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -300,6 +472,14 @@ mod tests {
             r#"flyteauth_tokens_issued_total{grant="client_credentials",outcome="issued"}"#
         ));
         assert!(text.contains(r#"flyteauth_token_validation_failures_total{reason="expired"}"#));
+    }
+
+    #[test]
+    fn grpc_codes_have_their_canonical_names() {
+        assert_eq!(grpc_code_name(b"0"), "OK");
+        assert_eq!(grpc_code_name(b"16"), "UNAUTHENTICATED");
+        assert_eq!(grpc_code_name(b"17"), "UNKNOWN");
+        assert_eq!(grpc_code_name(b"x"), "UNKNOWN");
     }
 
     #[test]

@@ -140,6 +140,53 @@ pub fn prepare(options: &ServeOptions) -> Result<Prepared, StartupError> {
     })
 }
 
+/// What [`check_startup`] read from the files the configuration names.
+#[derive(Debug)]
+pub struct Checked {
+    /// The secrets, decoded and length-checked.
+    pub secrets: AuthSecrets,
+    /// The TLS configuration from `server.security.ssl`, when `server.security.secure` is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The start-up checks without side effects, which `serve` runs before it opens the database: the secrets, the
+/// database URL, and the TLS certificate and key. Reads the files the configuration names; creates, binds and
+/// connects to nothing.
+pub fn check_startup(config: &Config, data_dir: &Path) -> Result<Checked, StartupError> {
+    let secrets = AuthSecrets::load(&SecretSource::from_config(&config.secrets), config)?;
+    config.database.url(data_dir)?;
+    let tls = if config.server.security.secure {
+        let ssl = &config.server.security.ssl;
+        match (&ssl.certificate_file, &ssl.key_file) {
+            (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key)?),
+            _ => {
+                return Err(StartupError::Unsupported(
+                    "server.security.secure needs server.security.ssl.certificateFile and keyFile",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Checked { secrets, tls })
+}
+
+/// Everything `serve` checks before it binds its port, without its side effects: for `flyteauth config check`,
+/// so that a configuration it accepts also starts. [`check_startup`], then the state `serve` builds (static
+/// clients, header names, cookie keys, federation and external server settings) over a throwaway in-memory
+/// store instead of the configured database.
+pub async fn check(prepared: &Prepared) -> Result<(), StartupError> {
+    let Checked { secrets, .. } = check_startup(&prepared.config, &prepared.data_dir)?;
+    let store = flyteauth_store::connect("sqlite::memory:").await?;
+    AppState::new(
+        prepared.config.clone(),
+        secrets,
+        store,
+        Arc::new(SystemClock),
+    )?;
+    Ok(())
+}
+
 /// Generates the embedded default's secret set on first start.
 fn ensure_embedded_secrets(source: &SecretSource, dir: &Path) -> Result<(), StartupError> {
     if source.read(TOKEN_RSA_KEY)?.is_none() {
@@ -170,8 +217,11 @@ pub struct Server {
     pub state: AppState,
     /// Where the configuration asks to listen.
     pub listen: SocketAddr,
+    /// Where the operations listener (`flyteauth.metricsListenAddress`) is bound, if configured.
+    pub metrics_listen: Option<SocketAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
     options: listener::ServeOptions,
+    metrics_tcp: Option<tokio::net::TcpListener>,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -211,18 +261,37 @@ impl Server {
                 )))
             });
         // Refreshes the external authorization server's documents while serving; stopped with the server.
-        let external = self.state.external.clone();
-        let _refreshing = external
+        let _refreshing = self
+            .state
+            .external
             .clone()
             .map(|authority| AbortOnDrop(tokio::spawn(authority.run())));
+        let operations = self.metrics_tcp.map(|metrics_tcp| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let service = app::operations_service(self.state.clone());
+            let task = tokio::spawn(listener::serve(
+                metrics_tcp,
+                None,
+                service,
+                async move {
+                    let _ = stopped.await;
+                },
+                self.options,
+            ));
+            (stop, task)
+        });
         let service = app::service(self.state);
-        if let Some(authority) = &external {
-            // The gRPC health service starts as SERVING: correct it before the first connection.
-            authority.publish_health().await;
+        let served = listener::serve(tcp, self.tls, service, shutdown, self.options).await;
+        if let Some((stop, task)) = operations {
+            // Probes and scrapes keep answering while the public port drains, then stop too.
+            let _ = stop.send(());
+            match task.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the operations listener failed"),
+                Err(e) => tracing::warn!(error = %e, "the operations listener task failed"),
+                Ok(Ok(())) => {}
+            }
         }
-        listener::serve(tcp, self.tls, service, shutdown, self.options)
-            .await
-            .map_err(StartupError::Serve)?;
+        served.map_err(StartupError::Serve)?;
         tracing::info!("flyteauth stopped");
         Ok(())
     }
@@ -248,7 +317,10 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
     if embedded {
         ensure_embedded_secrets(&source, source.secrets_prefix())?;
     }
-    let secrets = AuthSecrets::load(&source, &config)?;
+    let Checked {
+        secrets,
+        tls: tls_config,
+    } = check_startup(&config, &data_dir)?;
     let store = connect_store(&config, &data_dir).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let public_url = config.public_url().to_string();
@@ -294,25 +366,17 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
     if let Some(ca) = &ca_file {
         tracing::info!(ca = %ca.display(), "clients must trust this CA (SSL_CERT_FILE, admin.caCertFilePath)");
     }
-    let tls_config = if config.server.security.secure {
-        let ssl = &config.server.security.ssl;
-        match (&ssl.certificate_file, &ssl.key_file) {
-            (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key)?),
-            _ => {
-                return Err(StartupError::Unsupported(
-                    "server.security.secure needs server.security.ssl.certificateFile and keyFile",
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    let options = listener::ServeOptions {
-        read_header_timeout: std::time::Duration::from_secs(
-            config.server.read_header_timeout_seconds.max(1),
+    let options = serve_options(&config);
+    let metrics_listen_addr = config.flyteauth.metrics_listen_address;
+    let metrics_tcp = match metrics_listen_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })?,
         ),
-        ..listener::ServeOptions::default()
+        None => None,
     };
+    let metrics_listen = metrics_tcp.as_ref().and_then(|l| l.local_addr().ok());
     let state = AppState::new(config, secrets, store, clock)?;
     if let Some(authority) = &state.external {
         // Bounded by retryAttempts × retryDelay: past that the server starts anyway, not ready.
@@ -323,9 +387,33 @@ pub async fn build(prepared: Prepared) -> Result<Server, StartupError> {
     Ok(Server {
         state,
         listen,
+        metrics_listen,
         tls: tls_config,
         options,
+        metrics_tcp,
     })
+}
+
+/// The listener's limits and timeouts as `server.readHeaderTimeoutSeconds` and `flyteauth.connections` set them.
+pub fn serve_options(config: &Config) -> listener::ServeOptions {
+    let c = &config.flyteauth.connections;
+    // flyteadmin reads 0 as "no timeout"; an unbounded head would let one idle client hold a connection slot
+    // forever, so 0 keeps the default instead (cutting every client off after one second would be worse still).
+    let read_header_timeout = match config.server.read_header_timeout_seconds {
+        0 => listener::ServeOptions::default().read_header_timeout,
+        seconds => Duration::from_secs(seconds),
+    };
+    listener::ServeOptions {
+        read_header_timeout,
+        tls_handshake_timeout: c.tls_handshake_timeout,
+        max_connections: Some(c.max_connections),
+        http2_keep_alive_interval: c.keep_alive_interval(),
+        http2_keep_alive_timeout: c.http2_keep_alive_timeout,
+        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
+        max_header_bytes: c.max_header_bytes,
+        request_body_timeout: Some(c.request_body_timeout),
+        ..listener::ServeOptions::default()
+    }
 }
 
 /// How often audit events past their retention are deleted.
@@ -390,6 +478,32 @@ pub async fn prune_audit_before(store: &dyn Store, before: i64) -> u64 {
 mod tests {
     use super::*;
     use flyteauth_store::AuditEvent;
+
+    #[test]
+    fn serve_options_follow_the_configuration() {
+        let yaml = "server:\n  readHeaderTimeoutSeconds: 7\nflyteauth:\n  connections:\n    maxConnections: 9\n    \
+                    requestBodyTimeout: 3s\n    tlsHandshakeTimeout: 4s\n    maxHeaderBytes: 10000\n    \
+                    http2MaxConcurrentStreams: 5\n    http2KeepAliveInterval: 0s\n    http2KeepAliveTimeout: 6s\n";
+        let config = Config::from_yaml_str(yaml).unwrap().config;
+        let opts = serve_options(&config);
+        assert_eq!(opts.read_header_timeout, Duration::from_secs(7));
+        assert_eq!(opts.max_connections, Some(9));
+        assert_eq!(opts.request_body_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(opts.tls_handshake_timeout, Duration::from_secs(4));
+        assert_eq!(opts.max_header_bytes, 10000);
+        assert_eq!(opts.http2_max_concurrent_streams, 5);
+        assert_eq!(opts.http2_keep_alive_interval, None);
+        assert_eq!(opts.http2_keep_alive_timeout, Duration::from_secs(6));
+
+        // flyteadmin's "no timeout" keeps the default bound rather than none.
+        let config = Config::from_yaml_str("server:\n  readHeaderTimeoutSeconds: 0\n")
+            .unwrap()
+            .config;
+        assert_eq!(
+            serve_options(&config).read_header_timeout,
+            Duration::from_secs(32)
+        );
+    }
 
     #[tokio::test]
     async fn pruning_deletes_only_events_past_retention() {

@@ -1,6 +1,8 @@
 //! The state every handler shares, built once at start-up.
 
 use crate::error::ApiError;
+use crate::hashing::Hashing;
+use crate::rate_limit::{ClientAddress, FailureLimits};
 use crate::web::cookies::CookiePolicy;
 use crate::web::throttle::{AddressThrottle, Throttle};
 use bytes::Bytes;
@@ -110,8 +112,16 @@ pub struct Shared {
     pub federation: Option<Arc<crate::federation::Federation>>,
     /// `/me` answers of the session cookies this replica has opened.
     pub session_answers: crate::http_api::SessionAnswers,
-    /// Failed logins per source address.
-    pub login_throttle: AddressThrottle,
+    /// Failed sign-ins per source address and per (account, source address).
+    pub login_limits: FailureLimits,
+    /// Failed client authentications per source address and per (client id, source address).
+    pub client_auth_limits: FailureLimits,
+    /// The bound on concurrent bcrypt and argon2 checks.
+    pub hashing: Hashing,
+    /// Where a request comes from (the peer, or behind a trusted proxy the address it forwards).
+    pub client_address: ClientAddress,
+    /// Repeated failed client authentications, written as one audit row per caller and window.
+    pub audit_aggregator: crate::audit::FailureAggregator,
     /// Wrong device user codes per login session (keyed by the session cookie's digest).
     pub device_attempts_by_session: Throttle<String>,
     /// Wrong device user codes per source address.
@@ -137,7 +147,23 @@ fn header_name(key: &'static str, value: &str) -> Result<HeaderName, StateError>
     })
 }
 
+/// A handle on the state that does not keep it alive (for background tasks that end with the server).
+#[derive(Clone, Debug)]
+pub struct WeakAppState(std::sync::Weak<Shared>);
+
+impl WeakAppState {
+    /// The state, if the server still holds it.
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(AppState)
+    }
+}
+
 impl AppState {
+    /// A handle that does not keep the state alive.
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.0))
+    }
+
     /// Builds the state from a validated configuration, its secrets and an open store.
     pub fn new(
         config: Config,
@@ -217,15 +243,26 @@ impl AppState {
             &config.auth.http_authorization_header,
         )?;
         let cookies = CookiePolicy::from_config(&config);
-        let login = &config.flyteauth.login;
-        let login_throttle = AddressThrottle::new(
-            login.address_max_failures,
-            crate::web::session::duration_secs(login.address_window),
+        let ext = &config.flyteauth;
+        let login_limits = FailureLimits::for_logins(ext, clock.clone());
+        let client_auth_limits = FailureLimits::for_clients(ext, clock.clone());
+        let hashing = Hashing::new(&ext.hashing);
+        let client_address = ClientAddress::from_config(ext);
+        let audit_aggregator = crate::audit::FailureAggregator::new(
+            ext.rate_limits.audit_window,
+            ext.rate_limits.max_tracked_keys,
         );
-        let device = &config.flyteauth.device;
-        let attempt_window = crate::web::session::duration_secs(device.attempt_window);
-        let device_attempts_by_session = Throttle::new(device.max_code_attempts, attempt_window);
-        let device_attempts_by_address = Throttle::new(device.max_code_attempts, attempt_window);
+        let device = &ext.device;
+        let device_attempts_by_session = Throttle::per_window(
+            device.max_code_attempts,
+            device.attempt_window,
+            clock.clone(),
+        );
+        let device_attempts_by_address = AddressThrottle::per_window(
+            device.max_code_attempts,
+            device.attempt_window,
+            clock.clone(),
+        );
         Ok(Self(Arc::new(Shared {
             default_audience: issuer_url,
             config,
@@ -247,7 +284,11 @@ impl AppState {
             sealer,
             federation,
             session_answers: Default::default(),
-            login_throttle,
+            login_limits,
+            client_auth_limits,
+            hashing,
+            client_address,
+            audit_aggregator,
             device_attempts_by_session,
             device_attempts_by_address,
         })))

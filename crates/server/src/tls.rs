@@ -5,8 +5,9 @@
 //! clients (`SSL_CERT_FILE`, flytekit's `caCertFilePath`) so that certificate verification stays
 //! on instead of being disabled.
 //!
-//! The crypto provider is always passed explicitly: the dependency graph also links `ring`, and
-//! with two providers compiled in, rustls cannot pick a process default on its own.
+//! The crypto provider is always passed explicitly: test builds also link `ring` (through the
+//! test crates' HTTP client), and with two providers compiled in, rustls cannot pick a process
+//! default on its own.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -24,6 +25,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
 
 /// ALPN protocols offered by the server, most preferred first.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -102,6 +104,12 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating a certificate failed: {0}")]
     Generate(String),
+    /// A certificate is not a well-formed DER X.509 certificate.
+    #[error("malformed certificate: {reason}")]
+    MalformedCertificate {
+        /// What the parser reported.
+        reason: String,
+    },
 }
 
 /// The aws-lc-rs crypto provider used for every TLS configuration built here.
@@ -240,7 +248,10 @@ pub fn write_self_signed(dir: &Path, hosts: &[String]) -> Result<SelfSignedPaths
     let ca_cert = params
         .self_signed(&ca_key)
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&ca_key_path, ca_key.serialize_pem().as_bytes())?;
+    write_private(
+        &ca_key_path,
+        Zeroizing::new(ca_key.serialize_pem()).as_bytes(),
+    )?;
     write_private(&paths.ca_cert, ca_cert.pem().as_bytes())?;
     issue_server(&paths, &hosts, &Issuer::new(params, ca_key), now)?;
     if is_valid(&paths, &names, now) {
@@ -363,7 +374,10 @@ fn issue_server(
     let cert = params
         .signed_by(&key, issuer)
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&paths.server_key, key.serialize_pem().as_bytes())?;
+    write_private(
+        &paths.server_key,
+        Zeroizing::new(key.serialize_pem()).as_bytes(),
+    )?;
     write_private(&paths.server_cert, cert.pem().as_bytes())
 }
 
@@ -374,11 +388,11 @@ fn load_ca(
     now: OffsetDateTime,
 ) -> Option<(CertificateParams, KeyPair)> {
     let cert = read_certs(cert_path).ok()?.into_iter().next()?;
-    let expires = der::not_after(&cert)?;
+    let expires = not_after(&cert).ok()?;
     if expires <= now + RENEW_BEFORE {
         return None;
     }
-    let key_pem = fs::read_to_string(key_path).ok()?;
+    let key_pem = Zeroizing::new(fs::read_to_string(key_path).ok()?);
     let key = KeyPair::from_pem(&key_pem).ok()?;
     Some((ca_params(now), key))
 }
@@ -388,7 +402,7 @@ fn load_ca(
 fn is_valid(paths: &SelfSignedPaths, names: &[ServerName<'static>], now: OffsetDateTime) -> bool {
     let check = || -> Option<bool> {
         let ca = read_certs(&paths.ca_cert).ok()?.into_iter().next()?;
-        if der::not_after(&ca)? <= now + RENEW_BEFORE {
+        if not_after(&ca).ok()? <= now + RENEW_BEFORE {
             return Some(false);
         }
         let chain = read_certs(&paths.server_cert).ok()?;
@@ -410,101 +424,19 @@ fn is_valid(paths: &SelfSignedPaths, names: &[ServerName<'static>], now: OffsetD
     check().unwrap_or(false)
 }
 
-/// Just enough DER to read a certificate's `notAfter`, which webpki does not check for trust
-/// anchors and does not expose.
-mod der {
-    use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
-
-    /// Splits one TLV off `input`: (tag, contents, rest).
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    fn expect(input: &[u8], want: u8) -> Option<(&[u8], &[u8])> {
-        let (tag, body, rest) = tlv(input)?;
-        (tag == want).then_some((body, rest))
-    }
-
-    /// `tbsCertificate.validity.notAfter` of a DER certificate.
-    pub(super) fn not_after(cert: &[u8]) -> Option<OffsetDateTime> {
-        const SEQUENCE: u8 = 0x30;
-        let (cert, _) = expect(cert, SEQUENCE)?;
-        let (tbs, _) = expect(cert, SEQUENCE)?;
-        let mut rest = tbs;
-        let (tag, _, after) = tlv(rest)?;
-        if tag == 0xa0 {
-            rest = after; // explicit version
-        }
-        let (_, rest) = expect(rest, 0x02)?; // serialNumber
-        let (_, rest) = expect(rest, SEQUENCE)?; // signature algorithm
-        let (_, rest) = expect(rest, SEQUENCE)?; // issuer
-        let (validity, _) = expect(rest, SEQUENCE)?;
-        let (_, _, validity) = tlv(validity)?; // notBefore
-        let (tag, value, _) = tlv(validity)?;
-        parse_time(tag, value)
-    }
-
-    fn digits(s: &[u8]) -> Option<u32> {
-        s.iter().try_fold(0u32, |acc, c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    }
-
-    fn parse_time(tag: u8, value: &[u8]) -> Option<OffsetDateTime> {
-        let (year, rest) = match (tag, value.len()) {
-            // UTCTime YYMMDDHHMMSSZ; years 50-99 are 19xx (RFC 5280).
-            (0x17, 13) => {
-                let yy = digits(&value[..2])?;
-                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &value[2..])
-            }
-            // GeneralizedTime YYYYMMDDHHMMSSZ.
-            (0x18, 15) => (digits(&value[..4])?, &value[4..]),
-            _ => return None,
-        };
-        if rest.last() != Some(&b'Z') {
-            return None;
-        }
-        let field = |i: usize| digits(&rest[i..i + 2]).and_then(|v| u8::try_from(v).ok());
-        let month = Month::try_from(field(0)?).ok()?;
-        let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, field(2)?).ok()?;
-        let time = Time::from_hms(field(4)?, field(6)?, field(8)?).ok()?;
-        Some(PrimitiveDateTime::new(date, time).assume_utc())
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn times() {
-            let t = parse_time(0x17, b"491231235959Z");
-            assert_eq!(t.map(|t| t.year()), Some(2049));
-            let t = parse_time(0x17, b"500101000000Z");
-            assert_eq!(t.map(|t| t.year()), Some(1950));
-            let t = parse_time(0x18, b"21240229120000Z");
-            assert_eq!(t.map(|t| t.unix_timestamp()), Some(4_864_881_600));
-            assert!(parse_time(0x18, b"2124022912000Z").is_none());
-            assert!(parse_time(0x17, b"49123123595xZ").is_none());
-            assert!(tlv(&[0x30, 0x85, 0, 0, 0, 0, 1]).is_none());
-            assert!(not_after(&[0x30, 0x02, 0x30, 0x00]).is_none());
-        }
+/// The `notAfter` of a DER certificate, which webpki does not check for trust anchors and does
+/// not expose. Bytes after the certificate make it malformed: a `CertificateDer` holds exactly one.
+fn not_after(cert: &[u8]) -> Result<OffsetDateTime, TlsError> {
+    use x509_parser::nom::Err;
+    let malformed = |reason: String| TlsError::MalformedCertificate { reason };
+    match x509_parser::parse_x509_certificate(cert) {
+        Ok(([], parsed)) => Ok(parsed.validity().not_after.to_datetime()),
+        Ok((rest, _)) => Err(malformed(format!(
+            "{} bytes follow the certificate",
+            rest.len()
+        ))),
+        Err(Err::Error(e) | Err::Failure(e)) => Err(malformed(e.to_string())),
+        Err(Err::Incomplete(_)) => Err(malformed("truncated".to_owned())),
     }
 }
 
@@ -561,7 +493,7 @@ mod tests {
             assert_eq!(mode(&dir.join(CA_KEY_FILE)), 0o600);
         }
         let ca = read_certs(&paths.ca_cert).unwrap().remove(0);
-        let expires = der::not_after(&ca).unwrap();
+        let expires = not_after(&ca).unwrap();
         assert!(expires > OffsetDateTime::now_utc() + Duration::days(3000));
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -601,6 +533,56 @@ mod tests {
         assert_ne!(fs::read(&fresh.ca_cert).unwrap(), ca_before);
         verify(&fresh, "flyte.local").unwrap();
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn self_signed_until(not_after: OffsetDateTime) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = not_after - Duration::days(1);
+        params.not_after = not_after;
+        params
+            .self_signed(&generate_key().unwrap())
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn not_after_reads_utc_and_generalized_times() {
+        // RFC 5280: UTCTime up to 2049 (two-digit years 50-99 are 19xx), GeneralizedTime from 2050.
+        for stamp in [
+            time::macros::datetime!(2049-12-31 23:59:59 UTC),
+            time::macros::datetime!(2050-01-01 00:00:00 UTC),
+            time::macros::datetime!(2124-02-29 12:00:00 UTC),
+        ] {
+            assert_eq!(not_after(&self_signed_until(stamp)).unwrap(), stamp);
+        }
+    }
+
+    #[test]
+    fn not_after_of_a_malformed_certificate_is_an_error_not_a_panic() {
+        let good = self_signed_until(OffsetDateTime::now_utc() + Duration::days(10));
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        let inputs: [&[u8]; 6] = [
+            &[],
+            b"garbage",
+            &[0x30, 0x02, 0x30, 0x00],
+            &[0x30, 0x85, 0, 0, 0, 0, 1],
+            &good[..good.len() / 2],
+            &trailing,
+        ];
+        for input in inputs {
+            let err = not_after(input).unwrap_err();
+            assert!(
+                matches!(err, TlsError::MalformedCertificate { .. }),
+                "{input:?}: {err}"
+            );
+            assert!(
+                err.to_string().starts_with("malformed certificate: "),
+                "{err}"
+            );
+        }
+        assert!(not_after(&good).is_ok());
     }
 
     #[test]

@@ -87,16 +87,37 @@ fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
     }
 }
 
+/// Writes a fresh secret set into `<dir>/secrets` and returns that directory.
+fn secrets_in(dir: &Path) -> std::path::PathBuf {
+    let secrets = dir.join("secrets");
+    let out = flyteauth(&["secrets", "init", "--dir", secrets.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    secrets
+}
+
+/// The last line of stderr: the one-line error of a failed command.
+fn last_line(o: &Output) -> String {
+    stderr(o)
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[test]
 fn config_check_prints_the_effective_config_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("values.yaml");
     use base64::Engine;
     let hash = base64::engine::general_purpose::STANDARD.encode(bcrypt::hash("s3cret", 4).unwrap());
+    let secrets = secrets_in(dir.path());
     std::fs::write(
         &file,
         r#"
 logger: {level: 5}
+secrets:
+  secrets-prefix: SECRETS
 server:
   httpPort: 9000
 auth:
@@ -114,7 +135,8 @@ database:
     host: db.internal
     password: hunter2
 "#
-        .replace("HASH", &hash),
+        .replace("HASH", &hash)
+        .replace("SECRETS", secrets.to_str().unwrap()),
     )
     .unwrap();
     let out = flyteauth(&["config", "check", file.to_str().unwrap()]);
@@ -148,6 +170,100 @@ fn config_check_names_the_bad_key_in_one_line() {
     let out = flyteauth(&["config", "check", "/nonexistent/flyteauth.yaml"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/nonexistent/flyteauth.yaml"));
+}
+
+#[test]
+fn a_missing_config_file_prints_its_os_error_once_not_twice() {
+    let commands: [&[&str]; 2] = [
+        &["serve", "--config", "/nonexistent/flyteauth.yaml"],
+        &["config", "check", "/nonexistent/flyteauth.yaml"],
+    ];
+    for args in commands {
+        let out = flyteauth(args);
+        assert_one_line_failure(&out, "/nonexistent/flyteauth.yaml");
+        let err = stderr(&out);
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn config_check_reports_a_yaml_syntax_error_at_its_line_not_as_a_type_error_of_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    let cases = [
+        // An over-indented key on line 7.
+        (
+            "server:\n  httpPort: 9000\nauth:\n  appAuth:\n    authServerType: Self\n  authorizedUris: \
+             [https://flyte.example.com]\n   userAuth: {}\n",
+            "YAML syntax error at line 7, column 4: ",
+        ),
+        // A quote opened on line 7 and never closed; the parser notices on line 8.
+        (
+            "server:\n  httpPort: 9000\nauth:\n  authorizedUris:\n    - https://flyte.example.com\n  appAuth:\n    \
+             authServerType: \"Self\n  userAuth:\n    openId: {}\n",
+            "YAML syntax error at line 7, column 21: this quote is never closed",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        std::fs::write(&file, yaml).unwrap();
+        let out = flyteauth(&["config", "check", file.to_str().unwrap()]);
+        assert_one_line_failure(&out, expected);
+        assert!(!stderr(&out).contains("at `auth"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn config_check_refuses_what_serve_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = secrets_in(dir.path());
+    let values = |secrets: &Path, security: &str| {
+        format!(
+            "server:\n  httpPort: {}\n{security}secrets:\n  secrets-prefix: {}\ndatabase:\n  sqlite:\n    file: \
+             {}/db.sqlite\nflyteauth:\n  listenAddress: 127.0.0.1\n",
+            free_port(),
+            secrets.display(),
+            dir.path().display()
+        )
+    };
+    let tls = format!(
+        "  security:\n    secure: true\n    ssl:\n      certificateFile: {}\n      keyFile: {}\n",
+        dir.path().join("missing-cert.pem").display(),
+        dir.path().join("missing-key.pem").display()
+    );
+    let cases = [
+        (
+            "a TLS certificate file that does not exist",
+            values(&secrets, &tls),
+            "missing-cert.pem",
+        ),
+        (
+            "a secrets directory without the secrets",
+            values(&dir.path().join("none"), ""),
+            "cookie_hash_key",
+        ),
+    ];
+    let file = dir.path().join("values.yaml");
+    for (what, yaml, needle) in cases {
+        std::fs::write(&file, &yaml).unwrap();
+        let checked = flyteauth(&["config", "check", file.to_str().unwrap()]);
+        assert_one_line_failure(&checked, needle);
+        assert!(checked.stdout.is_empty(), "{what}");
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .env_remove("FLYTEAUTH_CONFIG");
+        let served = run_bounded(serve, None);
+        assert!(!served.status.success(), "{what}: serve started");
+        assert_eq!(last_line(&checked), last_line(&served), "{what}");
+    }
+    assert!(
+        !dir.path().join("db.sqlite").exists(),
+        "neither opened the database"
+    );
 }
 
 #[test]

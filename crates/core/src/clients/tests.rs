@@ -259,3 +259,16 @@ fn flyte_client_is_made_able_to_log_in() {
         None
     );
 }
+
+#[test]
+fn a_bcrypt_secret_longer_than_72_bytes_does_not_pass_on_its_prefix() {
+    // bcrypt reads 72 bytes (the secret and a NUL) at most: a truncating check would accept any secret
+    // sharing them, so longer ones are refused outright.
+    let longest = "k".repeat(71);
+    let stored = SecretHash::Bcrypt(bcrypt::hash(&longest, 4).unwrap());
+    assert!(stored.verify(&longest));
+    let long = "k".repeat(72);
+    let truncated = SecretHash::Bcrypt(bcrypt::hash(&long, 4).unwrap());
+    assert!(!truncated.verify(&format!("{long}anything")));
+    assert!(!truncated.verify(&long));
+}

@@ -6,8 +6,10 @@
 //! inside our sections become warnings naming the dotted key path.
 
 mod auth;
+mod connections;
 mod database;
 mod duration;
+mod rate_limits;
 mod serde_util;
 mod server;
 
@@ -23,8 +25,12 @@ pub use auth::{
     ExternalAuthServerConfig, FlyteClientConfig, OpenIdConfig, SameSitePolicy,
     SelfAuthServerConfig, StaticClient, ThirdPartyConfig, UserAuthConfig, default_static_clients,
 };
+pub use connections::{ConnectionsConfig, MIN_HEADER_BYTES};
 pub use database::{DEFAULT_SQLITE_FILE, DatabaseConfig, PostgresConfig, SqliteConfig};
 pub use duration::{format_go_duration, parse_go_duration};
+pub use rate_limits::{
+    DEFAULT_CLIENT_ADDRESS_HEADER, FailureQuota, HashingConfig, RateLimitsConfig, TrustedProxy,
+};
 pub use server::{GrpcConfig, SecurityConfig, ServerConfig, SslConfig};
 
 use serde_util::{list_or_csv, null_default, opt_from_str, opt_path};
@@ -162,6 +168,24 @@ pub struct ExtensionsConfig {
     /// `externalIssuerCheck` (true): with `auth.appAuth.authServerType: External`, whether a token's `iss` must
     /// equal the `issuer` of the external server's metadata (flyteadmin does not check it).
     pub external_issuer_check: bool,
+    /// `rateLimits`: how failed authentications slow down.
+    #[serde(deserialize_with = "null_default")]
+    pub rate_limits: RateLimitsConfig,
+    /// `hashing`: the bound on concurrent bcrypt and argon2 checks.
+    #[serde(deserialize_with = "null_default")]
+    pub hashing: HashingConfig,
+    /// `trustedProxies` (empty): addresses or CIDR blocks of proxies whose `clientAddressHeader` is believed.
+    #[serde(deserialize_with = "list_or_csv::deserialize")]
+    pub trusted_proxies: Vec<String>,
+    /// `clientAddressHeader` (`X-Forwarded-For`): the header a trusted proxy puts the client's address in.
+    pub client_address_header: String,
+    /// `connections`: connection limits and timeouts.
+    #[serde(deserialize_with = "null_default")]
+    pub connections: ConnectionsConfig,
+    /// `metricsListenAddress` (unset): a second listener for `/metrics`, `/healthz` and `/readyz`; when set,
+    /// `/metrics` is no longer served on the public port.
+    #[serde(with = "opt_from_str")]
+    pub metrics_listen_address: Option<SocketAddr>,
 }
 
 impl Default for ExtensionsConfig {
@@ -180,6 +204,12 @@ impl Default for ExtensionsConfig {
             admins: Vec::new(),
             audit: AuditConfig::default(),
             external_issuer_check: true,
+            rate_limits: RateLimitsConfig::default(),
+            hashing: HashingConfig::default(),
+            trusted_proxies: Vec::new(),
+            client_address_header: DEFAULT_CLIENT_ADDRESS_HEADER.to_owned(),
+            connections: ConnectionsConfig::default(),
+            metrics_listen_address: None,
         }
     }
 }
@@ -217,10 +247,10 @@ pub struct LoginConfig {
     /// `lockoutDuration` (15m): how long a locked account stays locked.
     #[serde(with = "duration::go")]
     pub lockout_duration: Duration,
-    /// `addressMaxFailures` (50): failed sign-ins from one client address, within `addressWindow`, after which
-    /// that address is refused (whatever the account).
+    /// `addressMaxFailures` (50): failed sign-ins one client address may make at once (whatever the account);
+    /// after that one more every `addressWindow / addressMaxFailures`. 0 switches the limit off.
     pub address_max_failures: u32,
-    /// `addressWindow` (15m): the window `addressMaxFailures` counts over.
+    /// `addressWindow` (15m): the time over which the allowance of `addressMaxFailures` comes back in full.
     #[serde(with = "duration::go")]
     pub address_window: Duration,
     /// `localAccounts` (unset): whether people may sign in with a local account (`flyteauth users`). Unset means
@@ -271,11 +301,11 @@ pub struct DeviceConfig {
     /// `interval` (5s): the polling interval first given to the device (`interval`); each `slow_down` adds 5s.
     #[serde(with = "duration::go")]
     pub interval: Duration,
-    /// `maxCodeAttempts` (10): wrong user codes accepted per browser session, and per client address, within
-    /// `attemptWindow`; further attempts are refused until the window has passed. Bounds guessing of the
-    /// 20^8 user codes (see [`crate::device`]).
+    /// `maxCodeAttempts` (10): wrong user codes accepted at once per browser session, and per client address;
+    /// after that one more every `attemptWindow / maxCodeAttempts`. Bounds guessing of the 20^8 user codes
+    /// (see [`crate::device`]).
     pub max_code_attempts: u32,
-    /// `attemptWindow` (15m): the window `maxCodeAttempts` counts over.
+    /// `attemptWindow` (15m): the time over which the allowance of `maxCodeAttempts` comes back in full.
     #[serde(with = "duration::go")]
     pub attempt_window: Duration,
 }
@@ -577,6 +607,10 @@ impl Config {
             ));
         }
         let ext = &self.flyteauth;
+        ext.connections
+            .check()
+            .map_err(|(key, expected)| invalid(key.into(), expected))?;
+        rate_limits::check(ext).map_err(|(key, expected)| invalid(key, expected))?;
         for (key, value) in [
             ("flyteauth.login.maxFailures", ext.login.max_failures),
             (
@@ -876,6 +910,90 @@ fn friendlier(message: &str) -> String {
     message.to_owned()
 }
 
+/// The message for a YAML syntax error (one the parser, not the deserializer, reports), else `None`.
+///
+/// The parser notices an unclosed quote only where the text stops making sense, often lines later; the message
+/// then leads with where the quote was opened.
+fn syntax_error(yaml: &str, error: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::granit_parser::ErrorKind;
+    let serde_saphyr::Error::ExternalMessage { source, .. } = error.without_snippet() else {
+        return None;
+    };
+    let serde_saphyr::ExternalMessageSource::Parser(scan) = source.as_ref() else {
+        return None;
+    };
+    let (line, column) = (scan.marker().line(), scan.marker().col() + 1);
+    let info = scan.info();
+    let in_quoted_scalar = matches!(
+        scan.kind(),
+        ErrorKind::UnclosedQuotedScalar
+            | ErrorKind::InvalidQuotedScalarIndent
+            | ErrorKind::DocumentIndicatorInQuotedScalar
+    );
+    let opened = in_quoted_scalar
+        .then(|| unclosed_quote_before(yaml, line, column))
+        .flatten()
+        .filter(|&(open_line, _)| open_line < line);
+    Some(match opened {
+        Some((open_line, open_column)) => format!(
+            "YAML syntax error at line {open_line}, column {open_column}: this quote is never closed (the parser \
+             stopped at line {line}, column {column}: {info})"
+        ),
+        None => format!("YAML syntax error at line {line}, column {column}: {info}"),
+    })
+}
+
+/// The line and column (1-based) of the nearest quote before `line`:`column` that opens a quoted scalar and is
+/// not closed on its own line.
+fn unclosed_quote_before(yaml: &str, line: usize, column: usize) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = yaml.lines().take(line).collect();
+    for (index, text) in lines.iter().enumerate().rev() {
+        let chars: Vec<char> = if index + 1 == line {
+            text.chars().take(column.saturating_sub(1)).collect()
+        } else {
+            text.chars().collect()
+        };
+        for (at, &quote) in chars.iter().enumerate().rev() {
+            if (quote == '"' || quote == '\'')
+                && opens_scalar(&chars[..at])
+                && !closes(&chars[at + 1..], quote)
+            {
+                return Some((index + 1, at + 1));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a quote after `before` (the text before it on its line) starts a scalar: at the start of the line or
+/// after an indicator. Elsewhere, as in `it's`, a quote is part of a plain scalar.
+fn opens_scalar(before: &[char]) -> bool {
+    before
+        .iter()
+        .rev()
+        .find(|c| !c.is_whitespace())
+        .is_none_or(|c| matches!(c, ':' | '-' | '?' | '[' | '{' | ','))
+}
+
+/// Whether `rest` closes a scalar opened by `quote` (`\"` escapes in double quotes, `''` in single quotes).
+fn closes(rest: &[char], quote: char) -> bool {
+    let mut chars = rest.iter().peekable();
+    while let Some(&c) = chars.next() {
+        match (quote, c) {
+            ('"', '\\') => {
+                chars.next();
+            }
+            ('"', '"') => return true,
+            ('\'', '\'') if chars.peek() == Some(&&'\'') => {
+                chars.next();
+            }
+            ('\'', '\'') => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn is_http_url(s: &str) -> bool {
     Url::parse(s).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
@@ -914,6 +1032,11 @@ fn parse(yaml: &str) -> Result<(Config, Vec<String>), ConfigError> {
         Config::deserialize(de)
     });
     let mut config = result.map_err(|e| {
+        // A syntax error is about the text, not about a key: the key path the deserializer had reached would
+        // make it read like a type error of that key.
+        if let Some(message) = syntax_error(yaml, &e) {
+            return ConfigError::Parse { message };
+        }
         let path = clean_path(&track.path().to_string());
         let mut detail = friendlier(&e.without_snippet().to_string());
         if !detail.contains("line ")

@@ -1129,3 +1129,44 @@ fn admins_and_audit_retention() {
         assert!(expected.contains("not an empty string"), "{expected}");
     }
 }
+
+#[test]
+fn yaml_syntax_errors_are_reported_as_syntax_errors_not_as_type_errors_of_a_key() {
+    // Over-indented key on line 8: the parser's line and column, and no key path.
+    let msg = parse_message(
+        "server:\n  httpPort: 9000\nauth:\n  authorizedUris:\n    - https://flyte.example.com\n  appAuth:\n    \
+         authServerType: Self\n   userAuth: {}\n",
+    );
+    assert!(
+        msg.starts_with("YAML syntax error at line 8, column 4: "),
+        "{msg}"
+    );
+    assert!(!msg.contains('`'), "no key path: {msg}");
+
+    // An unclosed flow sequence.
+    let msg = parse_message("auth:\n  authorizedUris: [https://a.example.com\nserver: {}\n");
+    assert!(msg.starts_with("YAML syntax error at line 3"), "{msg}");
+}
+
+#[test]
+fn an_unclosed_quote_is_reported_at_the_line_that_opens_it() {
+    let msg = parse_message(
+        "server:\n  httpPort: 9000\nauth:\n  authorizedUris:\n    - https://flyte.example.com\n  appAuth:\n    \
+         authServerType: \"Self\n  userAuth:\n    openId: {}\n",
+    );
+    assert!(
+        msg.starts_with("YAML syntax error at line 7, column 21: this quote is never closed"),
+        "{msg}"
+    );
+    assert!(msg.contains("line 8"), "where the parser stopped: {msg}");
+
+    // Quotes that close, escaped quotes and apostrophes inside plain scalars are not taken for the opener.
+    let msg = parse_message(
+        "auth:\n  userAuth:\n    idpQueryParameter: it's\n    openId:\n      clientId: 'it''s'\n      \
+         baseUrl: \"a \\\" b\"\n  appAuth:\n    authServerType: 'Self\n  other: 1\n",
+    );
+    assert!(
+        msg.starts_with("YAML syntax error at line 8, column 21: this quote is never closed"),
+        "{msg}"
+    );
+}

@@ -9,12 +9,11 @@ use super::*;
 /// Two generated keys shared by every test in the crate (generation is the slow part).
 pub(crate) fn test_keys() -> &'static [(SigningKey, String); 2] {
     static KEYS: OnceLock<[(SigningKey, String); 2]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        [
-            SigningKey::generate().unwrap(),
-            SigningKey::generate().unwrap(),
-        ]
-    })
+    let generate = || {
+        let (key, pem) = SigningKey::generate().unwrap();
+        (key, String::clone(&pem))
+    };
+    KEYS.get_or_init(|| [generate(), generate()])
 }
 
 const RFC7638_N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";

@@ -97,6 +97,19 @@ pub enum ApiError {
     /// A dependency (database, key material) failed; the detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
+    /// Too many failed authentications from the caller's address (or of this client from it); nothing was
+    /// checked.
+    #[error("too many failed authentications; try again in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the next attempt may be made.
+        retry_after: u64,
+    },
+    /// Too many secret checks are waiting already; try again shortly.
+    #[error("the server is busy; try again in {retry_after} s")]
+    Busy {
+        /// Seconds after which trying again may work.
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -263,8 +276,36 @@ impl IntoResponse for ApiError {
                 ErrorCode::ServerError,
                 "the server could not complete the request",
             ),
+            // RFC 6749 has no code for a rate limit; `temporarily_unavailable` with 429 says "not now, not your
+            // request's fault" to clients that only read the body.
+            Self::RateLimited { retry_after } => {
+                let mut response = oauth_error_response(
+                    ErrorCode::TemporarilyUnavailable,
+                    &format!(
+                        "too many failed client authentications from this address; try again in {retry_after} s"
+                    ),
+                );
+                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                retry_after_header(&mut response, *retry_after);
+                response
+            }
+            Self::Busy { retry_after } => {
+                let mut response = oauth_error_response(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the server is busy checking other credentials; try again shortly",
+                );
+                retry_after_header(&mut response, *retry_after);
+                response
+            }
         }
     }
+}
+
+/// Sets `Retry-After` to `secs` seconds.
+pub fn retry_after_header(response: &mut Response, secs: u64) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
 }
 
 fn request_error(status: StatusCode, error: &str, message: &str) -> Response {
@@ -296,6 +337,8 @@ impl From<ApiError> for tonic::Status {
             ApiError::Internal(_) => {
                 tonic::Status::internal("the server could not complete the request")
             }
+            ApiError::RateLimited { .. } => tonic::Status::resource_exhausted(e.to_string()),
+            ApiError::Busy { .. } => tonic::Status::unavailable(e.to_string()),
         }
     }
 }

@@ -59,6 +59,20 @@ impl From<super::ApiError> for PageError {
     fn from(e: super::ApiError) -> Self {
         match e {
             super::ApiError::Internal(detail) => Self::internal(detail),
+            super::ApiError::RateLimited { retry_after } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                title: "Too many sign-in attempts".into(),
+                message: "Too many failed sign-in attempts came from your network address.".into(),
+                hint: Some(format!("Try again in {} minute(s).", retry_after.div_ceil(60)).into()),
+                retry_after: Some(retry_after),
+            },
+            super::ApiError::Busy { retry_after } => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "The server is busy".into(),
+                message: "Too many sign-ins are being checked at the moment.".into(),
+                hint: Some("Wait a moment, then send the form again.".into()),
+                retry_after: Some(retry_after),
+            },
             other => Self::bad_request("Request refused", other.to_string()),
         }
     }

@@ -12,6 +12,7 @@ use crate::web::cookies::{self, CSRF_COOKIE};
 use crate::web::pages::{self, DeviceApproval};
 use crate::web::see_other;
 use crate::web::session::{self, LoggedIn};
+use crate::web::throttle::retry_after_secs;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -42,30 +43,29 @@ fn check_attempts(
     state: &AppState,
     who: &LoggedIn,
     peer: Option<SocketAddr>,
-    now: i64,
 ) -> Result<(), PageError> {
     let by_session = state
         .device_attempts_by_session
-        .blocked_for(who.session_key.clone(), now);
-    let by_address = peer.and_then(|p| state.device_attempts_by_address.blocked_for(p.ip(), now));
+        .blocked_for(&who.session_key);
+    let by_address = peer.and_then(|p| state.device_attempts_by_address.blocked_for(&p.ip()));
     match by_session.max(by_address) {
         None => Ok(()),
         Some(wait) => Err(PageError {
             status: StatusCode::TOO_MANY_REQUESTS,
             title: "Too many wrong codes".into(),
             message: "Too many codes that do not exist were entered from this browser or network address.".into(),
-            hint: Some(format!("Try again in {} minute(s).", wait.saturating_add(59) / 60).into()),
-            retry_after: u64::try_from(wait).ok(),
+            hint: Some(format!("Try again in {} minute(s).", retry_after_secs(wait).div_ceil(60)).into()),
+            retry_after: Some(retry_after_secs(wait)),
         }),
     }
 }
 
-fn count_wrong_code(state: &AppState, who: &LoggedIn, peer: Option<SocketAddr>, now: i64) {
+fn count_wrong_code(state: &AppState, who: &LoggedIn, peer: Option<SocketAddr>) {
     state
         .device_attempts_by_session
-        .failed(who.session_key.clone(), now);
+        .failed(who.session_key.clone());
     if let Some(p) = peer {
-        state.device_attempts_by_address.failed(p.ip(), now);
+        state.device_attempts_by_address.failed(p.ip());
     }
 }
 
@@ -105,10 +105,10 @@ pub async fn show(
         return Ok(enter_page("", None, StatusCode::OK));
     }
     let now = state.clock.unix_now();
-    check_attempts(&state, &who, peer, now)?;
+    check_attempts(&state, &who, peer)?;
     let shown = audit::printable(typed);
     let Some(code) = normalize_user_code(typed) else {
-        count_wrong_code(&state, &who, peer, now);
+        count_wrong_code(&state, &who, peer);
         return Ok(enter_page(
             &shown,
             Some(INVALID_CODE),
@@ -121,7 +121,7 @@ pub async fn show(
         .await
         .map_err(PageError::internal)?
     else {
-        count_wrong_code(&state, &who, peer, now);
+        count_wrong_code(&state, &who, peer);
         return Ok(enter_page(
             &shown,
             Some(INVALID_CODE),
@@ -201,9 +201,9 @@ pub async fn decide(
         }
     };
     let now = state.clock.unix_now();
-    check_attempts(&state, &who, peer, now)?;
+    check_attempts(&state, &who, peer)?;
     let Some(code) = normalize_user_code(field("user_code")) else {
-        count_wrong_code(&state, &who, peer, now);
+        count_wrong_code(&state, &who, peer);
         return Ok(enter_page("", Some(INVALID_CODE), StatusCode::BAD_REQUEST));
     };
     let approval = approve.then(|| Approval {

@@ -204,20 +204,14 @@ pub async fn submit(
     }
 
     let now = state.clock.unix_now();
-    if let Some(ip) = peer.map(|p| p.ip())
-        && let Some(wait) = state.login_throttle.blocked_for(ip, now)
-    {
-        return Err(PageError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            title: "Too many sign-in attempts".into(),
-            message: "Too many failed sign-in attempts came from your network address.".into(),
-            hint: Some(format!("Try again in {} minute(s).", minutes_from(wait)).into()),
-            retry_after: u64::try_from(wait).ok(),
-        });
-    }
-
     let password = field("password").to_owned();
     let username = normalize_username(typed_name).ok();
+    // Checked before any store read or argon2: a source over its limit costs nothing.
+    let limit_key = username.as_deref().unwrap_or(typed_name);
+    state
+        .login_limits
+        .check(limit_key, peer.map(|p| p.ip()))
+        .map_err(|limited| PageError::from(crate::error::ApiError::from(limited)))?;
     let user = match &username {
         Some(name) => state
             .store
@@ -258,15 +252,16 @@ pub async fn submit(
 
     // argon2 is deliberately slow: keep it off the async workers.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => verify_password(&hash, &password),
-        None => {
-            equalize_timing_for_unknown_user(&password);
-            false
-        }
-    })
-    .await
-    .map_err(PageError::internal)?;
+    let verified = state
+        .hashing
+        .run(move || match hash {
+            Some(hash) => verify_password(&hash, &password),
+            None => {
+                equalize_timing_for_unknown_user(&password);
+                false
+            }
+        })
+        .await?;
 
     match user {
         Some(user) if verified && !user.disabled => {
@@ -297,9 +292,7 @@ pub async fn submit(
             Ok(see_other(return_to, Some(cookie)))
         }
         user => {
-            if let Some(ip) = peer.map(|p| p.ip()) {
-                state.login_throttle.failed(ip, now);
-            }
+            state.login_limits.failed(limit_key, peer.map(|p| p.ip()));
             let (subject, reason) = match &user {
                 Some(u) if u.disabled => (u.subject.as_str(), "disabled"),
                 Some(u) => (u.subject.as_str(), "wrong_password"),
