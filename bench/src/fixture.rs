@@ -76,21 +76,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// A client-credentials token of [`CLIENT_ID`], requested as the Flyte SDKs do.
 pub fn fetch_token(addr: SocketAddr) -> anyhow::Result<String> {
-    let basic = format!(
-        "Basic {}",
-        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
-    );
     let mut conn = Connection::open(addr)?;
-    let response = conn.request(
-        "POST",
-        "/oauth2/token",
-        &[
-            ("authorization", &basic),
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("accept", "application/json"),
-        ],
-        b"grant_type=client_credentials&scope=",
-    )?;
+    let request = token_request(&conn, CLIENT_ID, CLIENT_SECRET);
+    let response = conn.send_raw(&request)?;
     if response.status != 200 {
         bail!(
             "token request answered {}: {}",
@@ -104,6 +92,22 @@ pub fn fetch_token(addr: SocketAddr) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("token response has no access_token")
+}
+
+/// The bytes of a `client_credentials` request on `conn` as the Flyte SDKs send it (Basic credentials, empty
+/// scope).
+pub fn token_request(conn: &Connection, client_id: &str, secret: &str) -> Vec<u8> {
+    let basic = format!("Basic {}", STANDARD.encode(format!("{client_id}:{secret}")));
+    conn.build(
+        "POST",
+        "/oauth2/token",
+        &[
+            ("authorization", &basic),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+        ],
+        b"grant_type=client_credentials&scope=",
+    )
 }
 
 /// Fails unless `GET /me` with `token` answers 200 with our client as the subject.

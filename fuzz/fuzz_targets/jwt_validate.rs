@@ -35,7 +35,9 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let (key, _pem) = SigningKey::generate().expect("generate an RSA key");
+        // A fixed key, not a generated one: RSA key generation can take seconds under the sanitizer, longer
+        // than libFuzzer's per-input timeout when it lands in the first input.
+        let key = SigningKey::from_pem(include_bytes!("../fuzz-only-signing-key.pem")).expect("the fuzz key parses");
         let own_header = format!(r#"{{"alg":"RS256","typ":"at+jwt","kid":"{}"}}"#, key.kid());
         let keys = Arc::new(KeyRing::new(key, None));
         let clock = time::OffsetDateTime::from_unix_timestamp(NOW).expect("a valid timestamp");

@@ -25,8 +25,6 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use flyteauth_bench::client::Connection;
 use flyteauth_bench::process::{self, memory};
 use flyteauth_bench::stats::verdict;
@@ -35,25 +33,8 @@ use flyteauth_bench::{arg, fixture};
 const LEGITIMATE: [u8; 4] = [127, 0, 0, 1];
 const FLOOD: [u8; 4] = [127, 0, 0, 2];
 
-fn basic(secret: &str) -> String {
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{secret}", fixture::CLIENT_ID))
-    )
-}
-
 fn token_request(conn: &Connection, secret: &str) -> Vec<u8> {
-    let basic = basic(secret);
-    conn.build(
-        "POST",
-        "/oauth2/token",
-        &[
-            ("authorization", &basic),
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("accept", "application/json"),
-        ],
-        b"grant_type=client_credentials&scope=",
-    )
+    fixture::token_request(conn, fixture::CLIENT_ID, secret)
 }
 
 /// What the legitimate client saw.
@@ -272,22 +253,14 @@ fn report(r: &Run) {
         r.rss_max as f64 / 1e6
     );
     let key = r.name.replace('-', "_");
-    println!(
-        "RESULT flood.{key}_alone_p99_ms {:.1}",
-        r.alone.percentile(99.0)
-    );
-    println!(
-        "RESULT flood.{key}_alone_p50_ms {:.1}",
-        r.alone.percentile(50.0)
-    );
-    println!(
-        "RESULT flood.{key}_p50_ms {:.1}",
-        r.flooded.percentile(50.0)
-    );
-    println!(
-        "RESULT flood.{key}_p99_ms {:.1}",
-        r.flooded.percentile(99.0)
-    );
+    for (name, value) in [
+        ("alone_p99_ms", r.alone.percentile(99.0)),
+        ("alone_p50_ms", r.alone.percentile(50.0)),
+        ("p50_ms", r.flooded.percentile(50.0)),
+        ("p99_ms", r.flooded.percentile(99.0)),
+    ] {
+        println!("RESULT flood.{key}_{name} {value:.1}");
+    }
     println!(
         "RESULT flood.{key}_success_pct {:.2}",
         r.flooded.success_pct()

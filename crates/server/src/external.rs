@@ -633,7 +633,6 @@ mod tests {
         }
         // Without metadata there is no key set to refetch.
         assert!(!authority.refetch_keys_for_unknown_kid(Some("k")).await);
-
     }
 
     #[test]
