@@ -4,6 +4,7 @@
 //! threads spend per request does much less, so the HTTP benchmark reports both.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 /// Nanoseconds on CPU per thread id, at one instant.
 #[derive(Debug, Clone, Default)]
@@ -11,13 +12,44 @@ pub struct Snapshot(HashMap<u32, u64>);
 
 /// Reads the on-CPU time of every live thread of this process.
 pub fn snapshot() -> anyhow::Result<Snapshot> {
+    read_tasks(Path::new("/proc/self/task"), None)
+}
+
+/// Reads the on-CPU time of every live thread of process `pid` (a server running as a child, e.g. node).
+pub fn snapshot_of(pid: u32) -> anyhow::Result<Snapshot> {
+    read_tasks(Path::new(&format!("/proc/{pid}/task")), None)
+}
+
+/// Reads the on-CPU time of the threads of this process whose name starts with `prefix` (the server's runtime
+/// threads, when the benchmark's own client threads run in the same process).
+pub fn snapshot_named(prefix: &str) -> anyhow::Result<Snapshot> {
+    read_tasks(Path::new("/proc/self/task"), Some(prefix))
+}
+
+/// On-CPU nanoseconds of the calling thread so far.
+pub fn thread_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn read_tasks(dir: &Path, prefix: Option<&str>) -> anyhow::Result<Snapshot> {
     let mut threads = HashMap::new();
-    for entry in std::fs::read_dir("/proc/self/task")? {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
-        // A thread may exit between listing and reading; it then simply does not count.
+        if let Some(prefix) = prefix {
+            // A thread may exit between listing and reading; it then simply does not count.
+            let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) else {
+                continue;
+            };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+        }
         let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
             continue;
         };
@@ -53,5 +85,9 @@ mod tests {
         }
         let after = snapshot().unwrap_or_default();
         assert!(after.since(&before) > 0, "{x}");
+        assert!(thread_ns() > 0);
+        let named = snapshot_named("no-thread-is-called-this").unwrap_or_default();
+        assert_eq!(named.since(&Snapshot::default()), 0);
+        assert!(snapshot_of(std::process::id()).is_ok());
     }
 }

@@ -283,6 +283,40 @@ pub fn exchange_once(
     })
 }
 
+/// The `client_credentials` request of the peer benchmark, sent to both servers: the scope named, since
+/// oidc-provider grants a machine client only the scopes it asks for (flyteauth grants the app's scopes either
+/// way).
+pub const PEER_BODY: &str = "grant_type=client_credentials&scope=all";
+
+/// Sends `body` to the token endpoint at `path` once and returns the access token of a 200 answer with
+/// `token_type` Bearer (whichever server it is: the peer benchmark checks the token itself).
+pub fn exchange_at(
+    addr: SocketAddr,
+    path: &str,
+    basic: Option<&str>,
+    body: &str,
+) -> anyhow::Result<String> {
+    let headers = headers(basic);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut conn = Connection::open(addr)?;
+    let response = conn.request("POST", path, &headers, body.as_bytes())?;
+    if response.status != 200 {
+        bail!("{path} answered {}: {}", response.status, response.text());
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&response.body).context("token response is not JSON")?;
+    if !json["token_type"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+    {
+        bail!("{path} answered a token of type {}", json["token_type"]);
+    }
+    json["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("token response has no access_token")
+}
+
 /// Fails unless `GET /me` with `token` answers 200 with `subject`.
 pub fn check_me(addr: SocketAddr, token: &str, subject: &str) -> anyhow::Result<()> {
     let bearer = format!("Bearer {token}");

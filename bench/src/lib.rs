@@ -1,4 +1,5 @@
-//! Shared pieces of the flyteauth benchmarks (`validation`, `http`, `grants`, `memory`).
+//! Shared pieces of the flyteauth benchmarks (`validation`, `http`, `grants`, `memory`, `flood`, `issuance`,
+//! `peer`, `scale`).
 //!
 //! Every benchmark compares against a baseline measured in the same process or the same run and
 //! reports ratios, because absolute figures on a shared 2-core machine move from run to run while
@@ -10,7 +11,10 @@ pub mod cpu;
 pub mod fixture;
 pub mod grant_fixture;
 pub mod inproc;
+pub mod node_peer;
+pub mod plot;
 pub mod process;
+pub mod signing;
 pub mod stats;
 pub mod wrk;
 

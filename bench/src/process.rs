@@ -16,6 +16,18 @@ use crate::client;
 pub struct ChildGuard(Arc<Mutex<Option<Child>>>);
 
 impl ChildGuard {
+    /// Takes charge of `child`: it is killed when the last clone of the guard drops.
+    pub fn new(child: Child) -> Self {
+        Self(Arc::new(Mutex::new(Some(child))))
+    }
+
+    /// Whether the child has exited (and its status then), without waiting.
+    pub fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+
     /// Kills the child now (idempotent).
     pub fn kill(&self) {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -135,7 +147,7 @@ pub fn start(
         .spawn()
         .with_context(|| format!("start {}", binary.display()))?;
     let pid = child.id();
-    let guard = ChildGuard(Arc::new(Mutex::new(Some(child))));
+    let guard = ChildGuard::new(child);
     let watchdog_guard = guard.clone();
     crate::watchdog(limit, move || watchdog_guard.kill());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -110,9 +110,74 @@ pub struct Load<'a> {
     pub seconds: u64,
 }
 
+/// Whose CPU time a run charges to the server.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuSource<'a> {
+    /// Every thread of this process (an in-process server; wrk is a separate process).
+    ThisProcess,
+    /// The threads of this process whose name starts with the prefix (the server's runtime).
+    Named(&'a str),
+    /// Every thread of another process (a server running as a child).
+    Process(u32),
+}
+
+impl CpuSource<'_> {
+    fn snapshot(self) -> anyhow::Result<cpu::Snapshot> {
+        match self {
+            CpuSource::ThisProcess => cpu::snapshot(),
+            CpuSource::Named(prefix) => cpu::snapshot_named(prefix),
+            CpuSource::Process(pid) => cpu::snapshot_of(pid),
+        }
+    }
+}
+
+/// A wrk script sending `POST` with the body given as its first argument (after `--`): the same request every
+/// time, so wrk formats it once.
+pub const POST_SCRIPT: &str = r#"wrk.method = "POST"
+
+function init(args)
+  wrk.body = args[1]
+end
+"#;
+
+/// A wrk script sending `GET` with `Authorization: Bearer <token>`, the tokens read from the file given as its
+/// first argument (one a line) and used in the file's order, round and round. Every request is formatted
+/// once, in `init`, so choosing one costs wrk a table lookup whether the file holds one token or 100,000
+/// (the benchmark's baseline and its churn then cost the load generator the same).
+pub const BEARER_CYCLE_SCRIPT: &str = r#"local requests = {}
+local count = 0
+local sent = 0
+
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      count = count + 1
+      requests[count] = wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. line })
+    end
+  end
+  if count == 0 then
+    error("no tokens in " .. args[1])
+  end
+end
+
+function request()
+  sent = sent % count + 1
+  return requests[sent]
+end
+"#;
+
 /// Runs wrk as `load` describes and adds this process's CPU time per request.
 pub fn run(load_cpu: LoadCpu, load: &Load<'_>) -> anyhow::Result<WrkRun> {
-    let cpu_before = cpu::snapshot()?;
+    run_measured(load_cpu, load, CpuSource::ThisProcess)
+}
+
+/// Runs wrk as `load` describes and adds the CPU time per request of `source`.
+pub fn run_measured(
+    load_cpu: LoadCpu,
+    load: &Load<'_>,
+    source: CpuSource<'_>,
+) -> anyhow::Result<WrkRun> {
+    let cpu_before = source.snapshot()?;
     let mut command = load_cpu.command();
     command.args([
         "-t1",
@@ -155,7 +220,7 @@ pub fn run(load_cpu: LoadCpu, load: &Load<'_>) -> anyhow::Result<WrkRun> {
     if !output.status.success() {
         bail!("wrk failed ({}): {stdout}{stderr}", output.status);
     }
-    let cpu_ns = cpu::snapshot()?.since(&cpu_before);
+    let cpu_ns = source.snapshot()?.since(&cpu_before);
     let mut run = parse(&stdout).with_context(|| format!("wrk output:\n{stdout}{stderr}"))?;
     run.cpu_us = cpu_ns as f64 / 1_000.0 / run.requests.max(1) as f64;
     Ok(run)

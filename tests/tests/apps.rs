@@ -13,6 +13,7 @@ use flyteauth_core::keys::{KeyRing, SigningKey};
 use flyteauth_core::token::{AccessTokenRequest, TokenIssuer};
 use flyteauth_proto::cloudidl::common::ListRequest;
 use flyteauth_proto::cloudidl::identity as pb;
+use flyteauth_store::AppUpdate;
 use flyteauth_tests::browser::{Browser, pkce_pair, sdk_authorize_path, url_encode};
 use flyteauth_tests::{
     APP_ID, APP_SECRET, LIMITED_ID, LIMITED_SECRET, PostgresDatabase, StartOptions, TestServer,
@@ -1859,5 +1860,94 @@ async fn creating_rotating_and_deleting_apps_is_audited_without_secrets() {
         .await;
     let rotations = audit_lines(&stdout_of(&out, "audit list --since 1h"));
     assert_eq!(rotations.len(), 1, "{rotations:?}");
+    server.stop().await;
+}
+
+/// The scope the token endpoint grants `client_id` now (what it asks for by default: everything it has).
+async fn granted_scope(server: &TestServer, client_id: &str, secret: &str) -> String {
+    let response = token_request(server, client_id, secret, "").await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "token for {client_id}: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    body["scope"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The token endpoint holds apps in memory. A Delete through the service stops the app at once on the replica
+/// that answered it; a change made straight in the store (as another replica or the CLI makes it) is seen within
+/// the 2 s an entry is trusted; a new secret works at once, and a deletion in the store is seen within 2 s too.
+#[tokio::test]
+async fn the_token_endpoints_copy_of_an_app_follows_changes() {
+    let server = TestServer::start().await;
+    let alice = person(&server, "alice").await;
+    let bound = Duration::from_millis(2_000 + 1_000);
+
+    // Deleted through the service: refused at once, with its copy warm.
+    let secret = create_app(&server, Transport::ConnectJson, &alice.token, "gone-bot").await;
+    app_token(&server, "gone-bot", &secret).await;
+    app_token(&server, "gone-bot", &secret).await;
+    ok(
+        &server,
+        Transport::Grpc,
+        &alice.token,
+        delete_request("gone-bot"),
+    )
+    .await;
+    assert_no_token(&server, "gone-bot", &secret, "deleted through the service").await;
+
+    // Changed in the store: the new scopes are granted within the interval.
+    let secret = create_app(&server, Transport::ConnectJson, &alice.token, "held-bot").await;
+    assert_eq!(granted_scope(&server, "held-bot", &secret).await, "all");
+    let now = flyteauth_core::clock::Clock::unix_now(server.state.clock.as_ref());
+    let update = AppUpdate {
+        scopes: Some(vec!["read".into()]),
+        ..AppUpdate::at(now)
+    };
+    let changed = Instant::now();
+    assert!(
+        server
+            .state
+            .store
+            .update_app("held-bot", &update)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    while granted_scope(&server, "held-bot", &secret).await != "read" {
+        assert!(changed.elapsed() < bound, "the change was not seen");
+        tokio::time::sleep(POLL).await;
+    }
+    eprintln!("store change seen after {:?}", changed.elapsed());
+
+    // A new secret written in the store works at once, and the old one stops with it.
+    let new_secret = flyteauth_core::clients::generate_secret();
+    let update = AppUpdate {
+        secret_hash: Some(flyteauth_core::clients::hash_generated_secret(&new_secret).encode()),
+        ..AppUpdate::at(now)
+    };
+    server
+        .state
+        .store
+        .update_app("held-bot", &update)
+        .await
+        .unwrap();
+    app_token(&server, "held-bot", &new_secret).await;
+    assert_no_token(&server, "held-bot", &secret, "the replaced secret").await;
+
+    // Deleted in the store: refused within the interval.
+    let deleted = Instant::now();
+    assert!(server.state.store.delete_app("held-bot").await.unwrap());
+    loop {
+        let status = token_request(&server, "held-bot", &new_secret, "")
+            .await
+            .status()
+            .as_u16();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(deleted.elapsed() < bound, "the deletion was not seen");
+        tokio::time::sleep(POLL).await;
+    }
     server.stop().await;
 }

@@ -1,5 +1,9 @@
 //! Who a validated token speaks for.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 /// Profile information about the principal, serialized in snake_case with every field present (the shape of
@@ -53,7 +57,11 @@ pub enum PrincipalKind {
 }
 
 /// The principal behind a validated access token.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The validator's memo hands the same `Arc<Identity>` to every call presenting the same token, so whatever the
+/// host derives from an identity (say, its rendered `/me` answer) can be kept with it through
+/// [`Identity::memoized`] and computed once per token rather than once per request.
+#[derive(Clone, PartialEq)]
 pub struct Identity {
     /// `sub`: the user's subject, or the client id for applications.
     pub subject: String,
@@ -75,6 +83,51 @@ pub struct Identity {
     pub session_id: Option<String>,
     /// Profile; for applications see [`UserInfo::for_app`], with `additional_claims` holding the token's claims.
     pub user_info: UserInfo,
+    /// The host's once-per-identity slot behind [`Identity::memoized`]; build with `Default::default()`.
+    pub memo: IdentityMemo,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The memo is the host's derived data, not part of who the token speaks for.
+        f.debug_struct("Identity")
+            .field("subject", &self.subject)
+            .field("client_id", &self.client_id)
+            .field("kind", &self.kind)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .field("issued_at", &self.issued_at)
+            .field("session_id", &self.session_id)
+            .field("user_info", &self.user_info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot holding one value of any type, filled at most once, for [`Identity::memoized`].
+///
+/// It is not part of the identity's value: a clone starts empty (what was derived from the original need not
+/// hold for an edited copy), any two slots compare equal, and `Debug` shows nothing of its content.
+#[derive(Default)]
+pub struct IdentityMemo(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Clone for IdentityMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for IdentityMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for IdentityMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityMemo")
+    }
 }
 
 impl PrincipalKind {
@@ -97,6 +150,20 @@ impl PrincipalKind {
 }
 
 impl Identity {
+    /// The value `init` derives from this identity, computed on the first call and kept with the identity for
+    /// every later one (concurrent first calls run `init` once; the others wait for it). `None` when a value of
+    /// another type was stored first: one slot serves one purpose. `init` must not call `memoized` on the same
+    /// identity.
+    pub fn memoized<T: Send + Sync + 'static>(
+        &self,
+        init: impl FnOnce(&Identity) -> T,
+    ) -> Option<&T> {
+        self.memo
+            .0
+            .get_or_init(|| Box::new(init(self)))
+            .downcast_ref::<T>()
+    }
+
     /// Whether `scope` was granted (exact match; `all` is not expanded here).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
@@ -262,11 +329,47 @@ mod tests {
             issued_at: 0,
             session_id: None,
             user_info: UserInfo::default(),
+            memo: IdentityMemo::default(),
         };
         assert!(id.has_scope("all"));
         assert!(!id.has_scope("al"));
         assert!(!id.has_scope("offline"));
     }
+
+    #[test]
+    fn memoized_runs_once_per_identity_and_not_across_clones() {
+        let id = Identity {
+            subject: "s".into(),
+            client_id: "c".into(),
+            kind: PrincipalKind::App,
+            scopes: vec![],
+            audience: vec![],
+            token_id: "t".into(),
+            expires_at: 0,
+            issued_at: 0,
+            session_id: None,
+            user_info: UserInfo::default(),
+            memo: IdentityMemo::default(),
+        };
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let render = |i: &Identity| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("<{}>", i.subject)
+        };
+        assert_eq!(id.memoized(render).map(String::as_str), Some("<s>"));
+        assert_eq!(id.memoized(render).map(String::as_str), Some("<s>"));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Another type finds the slot taken.
+        assert_eq!(id.memoized(|_| 7u32), None);
+        // A clone starts empty, still equals the original, and Debug shows no memo content.
+        let mut copy = id.clone();
+        assert_eq!(copy, id);
+        copy.subject = "other".into();
+        assert_eq!(copy.memoized(render).map(String::as_str), Some("<other>"));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(!format!("{id:?}").contains("<s>"));
+    }
+
     fn visible_ascii(value: &str) -> bool {
         value.bytes().all(|b| (b' '..=b'~').contains(&b))
     }

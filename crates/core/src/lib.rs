@@ -4,8 +4,8 @@
 //! - [`clock`]: the injected source of time ([`clock::SystemClock`], [`clock::ManualClock`] for tests);
 //! - [`config`]: the flyteadmin-compatible YAML configuration, its defaults and validation;
 //! - [`secrets`]: reading secrets the way flyteadmin does (env, then files) and writing a fresh set;
-//! - [`keys`]: RSA signing keys, RFC 7638 key ids, the key ring and its JWKS;
-//! - [`token`]: minting and validating RS256 access tokens (RFC 9068 shape plus the Flyte claims), ID tokens;
+//! - [`keys`]: signing keys (RSA, EC P-256, Ed25519) parsed once, RFC 7638 key ids, the key ring and its JWKS;
+//! - [`token`]: minting and validating RS256 (or ES256, EdDSA) access tokens (RFC 9068 shape plus the Flyte claims), ID tokens;
 //!   validating an external authorization server's tokens against its keys ([`token::RemoteAuthority`]);
 //! - [`revocation`]: the in-memory revocation set every validation consults;
 //! - [`identity`]: who a validated token speaks for ([`identity::Identity`], [`identity::UserInfo`]) and the

@@ -80,7 +80,7 @@ pub struct ServerMetadata {
     pub code_challenge_methods_supported: Vec<String>,
     /// `subject_types_supported`: `public`.
     pub subject_types_supported: Vec<String>,
-    /// `id_token_signing_alg_values_supported`: `RS256`.
+    /// `id_token_signing_alg_values_supported`: `flyteauth.signingAlgorithm` (`RS256` by default).
     pub id_token_signing_alg_values_supported: Vec<String>,
     /// `claims_supported`.
     pub claims_supported: Vec<String>,
@@ -133,7 +133,7 @@ pub fn server_metadata(cfg: &Config) -> ServerMetadata {
         scopes_supported: scopes,
         code_challenge_methods_supported: strings(&[crate::pkce::S256]),
         subject_types_supported: strings(&["public"]),
-        id_token_signing_alg_values_supported: strings(&["RS256"]),
+        id_token_signing_alg_values_supported: strings(&[cfg.flyteauth.signing_algorithm.as_str()]),
         claims_supported: strings(CLAIMS_SUPPORTED),
         device_authorization_endpoint: Some(format!("{base}{DEVICE_AUTHORIZATION_PATH}")),
     }

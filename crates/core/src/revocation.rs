@@ -201,6 +201,7 @@ mod tests {
             issued_at: iat,
             session_id: Some(sid.into()),
             user_info: UserInfo::default(),
+            memo: Default::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use rand::RngCore as _;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::config::{Config, OpenIdConfig, SecretsConfig};
-use crate::keys::{KeyRing, SigningKey};
+use crate::keys::{KeyRing, SigningAlgorithm, SigningKey};
 
 /// Cookie HMAC key: base64 RawStd of 64 random bytes.
 pub const COOKIE_HASH_KEY: &str = "cookie_hash_key";
@@ -20,7 +20,8 @@ pub const COOKIE_HASH_KEY: &str = "cookie_hash_key";
 pub const COOKIE_BLOCK_KEY: &str = "cookie_block_key";
 /// Key encrypting claims inside codes: base64 RawStd of 32 random bytes.
 pub const CLAIM_SYMMETRIC_KEY: &str = "claim_symmetric_key";
-/// Token signing key: RSA private key, PKCS#1 PEM.
+/// Token signing key: RSA private key, PKCS#1 PEM (flyteadmin's name); with `flyteauth.signingAlgorithm` ES256
+/// or EdDSA, an EC P-256 or Ed25519 private key, PKCS#8 PEM.
 pub const TOKEN_RSA_KEY: &str = "token_rsa_key.pem";
 /// Previous token signing key, optional, accepted for validation only.
 pub const TOKEN_RSA_KEY_OLD: &str = "token_rsa_key_old.pem";
@@ -71,12 +72,33 @@ pub enum SecretError {
         /// The existing file.
         path: PathBuf,
     },
+    /// The signing key is not of the kind `flyteauth.signingAlgorithm` asks for.
+    #[error(
+        "secret {name:?} holds {} key ({found}) but flyteauth.signingAlgorithm is {configured}: set \
+         flyteauth.signingAlgorithm: {found}, or replace the key with {} key (`flyteauth secrets init \
+         --signing-algorithm {configured}` writes one)",
+        article(found.key_kind()),
+        article(configured.key_kind())
+    )]
+    AlgorithmMismatch {
+        /// Secret name.
+        name: String,
+        /// The algorithm the key is for.
+        found: SigningAlgorithm,
+        /// The algorithm configured.
+        configured: SigningAlgorithm,
+    },
     /// A fresh key could not be generated.
     #[error("cannot generate secrets: {reason}")]
     Generation {
         /// What failed.
         reason: String,
     },
+}
+
+fn article(kind: &str) -> String {
+    let vowel = kind.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {kind}", if vowel { "an" } else { "a" })
 }
 
 /// Secret bytes. `Debug` never shows them.
@@ -229,7 +251,8 @@ pub struct AuthSecrets {
     pub cookie_block_key: Secret,
     /// AES-256 key for claims inside codes (32 bytes).
     pub claim_symmetric_key: Secret,
-    /// Token signing keys: the current key and, if present, the previous one.
+    /// Token signing keys: the current key (of the kind `flyteauth.signingAlgorithm` names) and, if present, the
+    /// previous one (of any kind, so tokens signed before a change of algorithm stay valid until they expire).
     pub key_ring: KeyRing,
     /// The upstream OpenID provider's client secret (`auth.userAuth.openId`), when federation is configured and
     /// the secret exists (a public client at the provider has none).
@@ -237,7 +260,8 @@ pub struct AuthSecrets {
 }
 
 impl AuthSecrets {
-    /// Reads every secret under the names `cfg` gives; a missing or malformed one is an error naming it.
+    /// Reads every secret under the names `cfg` gives; a missing or malformed one is an error naming it, and so
+    /// is a signing key of another kind than `flyteauth.signingAlgorithm`.
     pub fn load(src: &SecretSource, cfg: &Config) -> Result<Self, SecretError> {
         let ua = &cfg.auth.user_auth;
         let sas = &cfg.auth.app_auth.self_auth_server;
@@ -259,11 +283,19 @@ impl AuthSecrets {
             |n| n == 32,
             "32 bytes",
         )?;
-        let current = load_rsa(src, &sas.token_signing_rsa_key_secret_name)?;
+        let current = load_signing_key(src, &sas.token_signing_rsa_key_secret_name)?;
+        let configured = cfg.flyteauth.signing_algorithm;
+        if current.algorithm() != configured {
+            return Err(SecretError::AlgorithmMismatch {
+                name: sas.token_signing_rsa_key_secret_name.clone(),
+                found: current.algorithm(),
+                configured,
+            });
+        }
         let previous = match sas.old_token_signing_rsa_key_secret_name.trim() {
             "" => None,
             name => match src.read(name)? {
-                Some(pem) => Some(parse_rsa(name, &pem)?.public().clone()),
+                Some(pem) => Some(parse_signing_key(name, &pem)?.public().clone()),
                 None => None,
             },
         };
@@ -302,11 +334,11 @@ fn load_key(
     }
 }
 
-fn load_rsa(src: &SecretSource, name: &str) -> Result<SigningKey, SecretError> {
-    parse_rsa(name, &src.require(name)?)
+fn load_signing_key(src: &SecretSource, name: &str) -> Result<SigningKey, SecretError> {
+    parse_signing_key(name, &src.require(name)?)
 }
 
-fn parse_rsa(name: &str, pem: &Secret) -> Result<SigningKey, SecretError> {
+fn parse_signing_key(name: &str, pem: &Secret) -> Result<SigningKey, SecretError> {
     SigningKey::from_pem(pem.expose()).map_err(|e| SecretError::Malformed {
         name: name.to_owned(),
         reason: e.to_string(),
@@ -344,6 +376,15 @@ pub fn load_oidc_client_secret(
 /// The directory is created with mode 0700 if missing; files are created with mode 0600. Nothing is written
 /// if any of the files exists. Returns the paths written.
 pub fn write_fresh_set(dir: &Path) -> Result<Vec<PathBuf>, SecretError> {
+    write_fresh_set_for(dir, SigningAlgorithm::Rs256)
+}
+
+/// [`write_fresh_set`] with a signing key for `algorithm`: RSA-2048 (PKCS#1 PEM), EC P-256 or Ed25519 (PKCS#8
+/// PEM), still named `token_rsa_key.pem`, the name flyteadmin's configuration points at.
+pub fn write_fresh_set_for(
+    dir: &Path,
+    algorithm: SigningAlgorithm,
+) -> Result<Vec<PathBuf>, SecretError> {
     let names = [
         CLAIM_SYMMETRIC_KEY,
         COOKIE_HASH_KEY,
@@ -356,7 +397,7 @@ pub fn write_fresh_set(dir: &Path) -> Result<Vec<PathBuf>, SecretError> {
             return Err(SecretError::Exists { path });
         }
     }
-    let (_, pem) = SigningKey::generate().map_err(|e| SecretError::Generation {
+    let (_, pem) = SigningKey::generate_for(algorithm).map_err(|e| SecretError::Generation {
         reason: e.to_string(),
     })?;
     let contents: [(&str, Zeroizing<Vec<u8>>); 4] = [

@@ -1,4 +1,4 @@
-//! Access tokens: RS256 JWTs in the RFC 9068 shape plus the Flyte claims (`scp`, `client_id`, `user_info`) and
+//! Access tokens: JWTs (RS256 by default, ES256 or EdDSA with `flyteauth.signingAlgorithm`) in the RFC 9068 shape plus the Flyte claims (`scp`, `client_id`, `user_info`) and
 //! ours (`identity_type`, `sid`); and OpenID Connect ID tokens.
 //!
 //! Validation is the hot path of the whole product (every RPC and `/me`), so [`TokenValidator::validate`] does
@@ -7,6 +7,10 @@
 //! A validator works in one of two modes, fixed at construction: our own tokens ([`TokenValidator::new`]), or the
 //! tokens of an external authorization server ([`TokenValidator::external`], keys and issuer held by a
 //! [`RemoteAuthority`] the server keeps fresh). Both share the memo and the revocation set.
+//!
+//! Issuance is one signature plus a few hundred bytes of JSON and base64: the header is encoded once per
+//! issuer, the claims are serialized and encoded straight into the token's buffer, and the key was parsed when
+//! it was loaded (see [`crate::keys`]), so an RS256 token costs about one RSA signature.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,8 +19,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Header;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Header};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::identity::{Identity, PrincipalKind, UserInfo};
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, MAX_SIGNATURE_BYTES, SigningAlgorithm, SigningKey};
 use crate::revocation::RevocationSet;
 
 mod cache;
@@ -193,7 +197,8 @@ pub struct IdTokenClaims {
 /// The `typ` header of our ID tokens; the validator refuses it, so an ID token never passes as an access token.
 pub const ID_TOKEN_TYP: &str = "JWT";
 
-/// `at_hash` of `access_token` for RS256: the left 128 bits of its SHA-256, unpadded base64url.
+/// `at_hash` of `access_token` for RS256 and ES256: the left 128 bits of its SHA-256, unpadded base64url. (For
+/// EdDSA, OpenID Connect names no hash; SHA-256 is what every reader that checks it with Ed25519 expects.)
 pub fn at_hash(access_token: &str) -> String {
     let digest = Sha256::digest(access_token.as_bytes());
     URL_SAFE_NO_PAD.encode(&digest[..16])
@@ -226,7 +231,8 @@ pub enum ValidationError {
     /// Not a well-formed compact JWS with JSON header and claims, or not an access token (`typ`).
     #[error("the token is malformed")]
     Malformed,
-    /// `alg` is not one we accept: RS256 for our own tokens; for an external server's, RS256/384/512,
+    /// `alg` is not one we accept: for our own tokens, the algorithm of the key its `kid` names (RS256, ES256
+    /// or EdDSA); for an external server's, RS256/384/512,
     /// PS256/384/512, ES256 or ES384 (never `none` or HS*).
     #[error("the token's algorithm is not accepted")]
     UnsupportedAlgorithm,
@@ -309,8 +315,10 @@ pub struct TokenIssuer {
     issuer: String,
     lifetime: Duration,
     clock: Arc<dyn Clock>,
-    header: Header,
-    id_header: Header,
+    /// The access tokens' JOSE header, base64url: the same for every token of this key.
+    header_b64: String,
+    /// The ID tokens' header, base64url.
+    id_header_b64: String,
 }
 
 impl fmt::Debug for TokenIssuer {
@@ -331,20 +339,31 @@ impl TokenIssuer {
         lifetime: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let mut header = Header::new(Algorithm::RS256);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(keys.current().kid().to_owned());
-        let mut id_header = Header::new(Algorithm::RS256);
-        id_header.typ = Some(ID_TOKEN_TYP.to_owned());
-        id_header.kid = header.kid.clone();
+        let header_b64 = encoded_header(keys.current(), ACCESS_TOKEN_TYP);
+        let id_header_b64 = encoded_header(keys.current(), ID_TOKEN_TYP);
         Self {
             keys,
             issuer,
             lifetime,
             clock,
-            header,
-            id_header,
+            header_b64,
+            id_header_b64,
         }
+    }
+
+    /// The compact JWS of `claims` under `header_b64`, signed with the current key.
+    fn sign<C: Serialize>(&self, header_b64: &str, claims: &C) -> Result<String, TokenError> {
+        let key = self.keys.current();
+        let json = serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+        let mut jws = String::with_capacity(
+            header_b64.len() + 2 + (json.len() * 4).div_ceil(3) + key.signature_b64_len(),
+        );
+        jws.push_str(header_b64);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut jws);
+        key.sign_compact(&mut jws)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(jws)
     }
 
     fn lifetime_secs(&self) -> i64 {
@@ -373,8 +392,7 @@ impl TokenIssuer {
             preferred_username: some(&req.preferred_username),
             email: some(&req.email),
         };
-        jsonwebtoken::encode(&self.id_header, &claims, self.keys.current().encoding_key())
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.sign(&self.id_header_b64, &claims)
     }
 
     /// Mints a token for `req`. Application tokens with a known client name carry it as
@@ -409,15 +427,24 @@ impl TokenIssuer {
             scope: (!req.scopes.is_empty()).then(|| req.scopes.join(" ")),
             user_info,
         };
-        let access_token =
-            jsonwebtoken::encode(&self.header, &claims, self.keys.current().encoding_key())
-                .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let access_token = self.sign(&self.header_b64, &claims)?;
         Ok(IssuedToken {
             access_token,
             expires_in: self.lifetime.as_secs(),
             claims,
         })
     }
+}
+
+/// The base64url JOSE header of `key`'s tokens with `typ`: jsonwebtoken's serialization (`typ`, `alg`, `kid`), so
+/// our tokens are byte for byte what `jsonwebtoken::encode` would make of the same claims.
+fn encoded_header(key: &SigningKey, typ: &str) -> String {
+    let mut header = Header::new(key.algorithm().jsonwebtoken());
+    header.typ = Some(typ.to_owned());
+    header.kid = Some(key.kid().to_owned());
+    // A header of strings cannot fail to serialize; an empty one would only make every token fail validation.
+    let json = serde_json::to_vec(&header).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(json)
 }
 
 /// Validates access tokens: ours against a key ring, issuer and audiences, or an external server's against its
@@ -432,7 +459,7 @@ pub struct TokenValidator {
 
 /// Whose tokens a validator accepts.
 enum Mode {
-    /// Ours: RS256 by a key of the ring, `typ: at+jwt`, our claims.
+    /// Ours: signed by a key of the ring with its algorithm, `typ: at+jwt`, our claims.
     Own(OwnMode),
     /// An external authorization server's.
     External(ExternalMode),
@@ -566,7 +593,8 @@ impl TokenValidator {
 
     /// Validates `token` and returns who it speaks for. Scopes are not checked here (callers decide).
     ///
-    /// A token that passed before is answered from a bounded memo keyed by its exact bytes, with only `exp`,
+    /// A token that passed before is answered from a bounded memo keyed by a keyed hash of its exact bytes (see
+    /// the `cache` module for why a forged token cannot collide with a remembered one), with only `exp`,
     /// `nbf` and `iat` checked again: the signature check dominates the cost of every protected call. The
     /// [revocations](Self::revocations) are consulted on both paths, so a revoked token fails even when
     /// remembered ([`ValidationError::Revoked`]). In external mode a remembered token is verified afresh once
@@ -597,12 +625,13 @@ impl TokenValidator {
         verify: impl FnOnce(i64) -> Result<(Identity, i64, u64), ValidationError>,
     ) -> Result<Arc<Identity>, ValidationError> {
         let now = self.clock.unix_now();
-        if let Some(hit) = self.verified.get(token) {
+        let key = self.verified.key(token);
+        if let Some((key, hit)) = key.and_then(|k| Some((k, self.verified.get(k)?))) {
             if CHECK_EPOCH && hit.epoch != epoch {
-                self.verified.remove(token);
+                self.verified.remove(key);
             } else {
                 if now >= hit.identity.expires_at.saturating_add(self.leeway) {
-                    self.verified.remove(token);
+                    self.verified.remove(key);
                     return Err(ValidationError::Expired);
                 }
                 if hit.not_before > now.saturating_add(self.leeway) {
@@ -611,7 +640,7 @@ impl TokenValidator {
                 if self.revocations.is_revoked(&hit.identity) {
                     return Err(ValidationError::Revoked);
                 }
-                return Ok(hit.identity.clone());
+                return Ok(hit.identity);
             }
         }
         let (identity, not_before, epoch) = verify(now)?;
@@ -619,16 +648,18 @@ impl TokenValidator {
             return Err(ValidationError::Revoked);
         }
         let identity = Arc::new(identity);
-        self.verified.insert(
-            token,
-            Verified {
-                identity: identity.clone(),
-                not_before,
-                epoch,
-            },
-            now,
-            self.leeway,
-        );
+        if let Some(key) = key {
+            self.verified.insert(
+                key,
+                Verified {
+                    identity: identity.clone(),
+                    not_before,
+                    epoch,
+                },
+                now,
+                self.leeway,
+            );
+        }
         Ok(identity)
     }
 
@@ -715,9 +746,11 @@ impl OwnMode {
         let header_json = decode_header(parts.header_b64, &mut stack, &mut heap)?;
         let header: JoseHeader<'_> =
             serde_json::from_slice(header_json).map_err(|_| ValidationError::Malformed)?;
-        if header.alg.as_deref() != Some("RS256") {
-            return Err(ValidationError::UnsupportedAlgorithm);
-        }
+        let alg = header
+            .alg
+            .as_deref()
+            .and_then(SigningAlgorithm::from_jws)
+            .ok_or(ValidationError::UnsupportedAlgorithm)?;
         // We define no critical header parameters, so any `crit` is one we do not understand (RFC 7515 §4.1.11).
         if header.crit.is_some() || !header.typ.as_deref().is_some_and(is_access_token_typ) {
             return Err(ValidationError::Malformed);
@@ -727,16 +760,16 @@ impl OwnMode {
             .as_deref()
             .and_then(|kid| self.keys.find(kid))
             .ok_or(ValidationError::UnknownKey)?;
-
-        match jsonwebtoken::crypto::verify(
-            parts.signature_b64,
-            parts.message,
-            key.decoding_key(),
-            Algorithm::RS256,
-        ) {
-            Ok(true) => {}
-            Ok(false) => return Err(ValidationError::BadSignature),
-            Err(e) => return Err(ValidationError::from_jwt(e.kind())),
+        // Each key verifies its own algorithm only, so a token cannot pick how our key is used.
+        if key.algorithm() != alg {
+            return Err(ValidationError::UnsupportedAlgorithm);
+        }
+        let mut signature = [0u8; MAX_SIGNATURE_BYTES];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(parts.signature_b64, &mut signature)
+            .map_err(|_| ValidationError::Malformed)?;
+        if !key.verify(parts.message, &signature[..len]) {
+            return Err(ValidationError::BadSignature);
         }
 
         let payload = URL_SAFE_NO_PAD
@@ -842,6 +875,7 @@ impl OwnMode {
             issued_at: iat,
             session_id: raw.sid,
             user_info,
+            memo: Default::default(),
         };
         Ok((identity, not_before))
     }

@@ -61,25 +61,32 @@ pub async fn authenticate(
     headers: &HeaderMap,
     custom: &HeaderName,
 ) -> Result<Arc<Identity>, ApiError> {
-    let outcome = match bearer_token(headers, custom) {
-        Ok(token) => match (state.validator.validate(token), &state.external) {
-            (Err(ValidationError::UnknownKey), Some(external)) => {
-                let kid = crate::external::token_kid(token);
-                if external.refetch_keys_for_unknown_kid(kid.as_deref()).await {
-                    state.validator.validate(token)
-                } else {
-                    Err(ValidationError::UnknownKey)
-                }
+    match bearer_token(headers, custom) {
+        Ok(token) => authenticate_token(state, token).await,
+        Err(problem) => Err(credential_failure(problem)),
+    }
+}
+
+/// [`authenticate`] for a bearer token already taken from the request.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Arc<Identity>, ApiError> {
+    let outcome = match (state.validator.validate(token), &state.external) {
+        (Err(ValidationError::UnknownKey), Some(external)) => {
+            let kid = crate::external::token_kid(token);
+            if external.refetch_keys_for_unknown_kid(kid.as_deref()).await {
+                state.validator.validate(token)
+            } else {
+                Err(ValidationError::UnknownKey)
             }
-            (outcome, _) => outcome,
         }
-        .map_err(CredentialProblem::Invalid),
-        Err(problem) => Err(problem),
+        (outcome, _) => outcome,
     };
-    outcome.map_err(|problem| {
-        metrics::validation_failed(problem.reason());
-        ApiError::Credentials(problem)
-    })
+    outcome.map_err(|e| credential_failure(CredentialProblem::Invalid(e)))
+}
+
+/// Counts a refused credential and makes it the request's error.
+pub fn credential_failure(problem: CredentialProblem) -> ApiError {
+    metrics::validation_failed(problem.reason());
+    ApiError::Credentials(problem)
 }
 
 /// Authenticates a platform call: valid credentials carrying the `all` scope.
@@ -89,6 +96,14 @@ pub async fn authorize_platform_call(
     custom: &HeaderName,
 ) -> Result<Arc<Identity>, ApiError> {
     require_platform_scope(authenticate(state, headers, custom).await?)
+}
+
+/// [`authorize_platform_call`] for a bearer token already taken from the request.
+pub async fn authorize_platform_token(
+    state: &AppState,
+    token: &str,
+) -> Result<Arc<Identity>, ApiError> {
+    require_platform_scope(authenticate_token(state, token).await?)
 }
 
 fn require_platform_scope(identity: Arc<Identity>) -> Result<Arc<Identity>, ApiError> {

@@ -6,7 +6,7 @@
 use crate::audit::{self, Event};
 use crate::error::ApiError;
 use crate::opaque;
-use crate::state::AppState;
+use crate::state::{AppState, Lookup};
 use crate::web::session::duration_secs;
 use flyteauth_core::clients::{Client, SecretHash};
 use flyteauth_core::grant::{
@@ -58,24 +58,20 @@ pub async fn authenticate_client(
     let source = peer.map(|p| p.ip());
     // Before the store and bcrypt: a source over its limit costs neither.
     state.client_auth_limits.check(&presented.id, source)?;
-    let client = state.find_client(&presented.id).await?;
-    // Public clients and generated (SHA-256) secrets are cheap to check; bcrypt, and the dummy bcrypt of an
-    // unknown client, run on the bounded hashing pool, refused at once when it is full.
-    let cheap = client
-        .as_ref()
-        .is_some_and(|c| !matches!(c.secret, Some(SecretHash::Bcrypt(_))));
-    let (client, presented, verified) = if cheap {
-        let verified = grant::authenticate(client.as_ref(), &presented);
-        (client, presented, verified)
-    } else {
-        state
-            .hashing
-            .run(move || {
-                let verified = grant::authenticate(client.as_ref(), &presented);
-                (client, presented, verified)
-            })
-            .await?
-    };
+    let found = state.lookup_client(&presented.id, Lookup::Cached).await?;
+    let (mut client, mut presented, mut verified) = verify(state, found.client, presented).await?;
+    if !verified && found.cached {
+        // The app may have a new secret since it was read (rotated on another replica or with the CLI): the
+        // new secret works at once, not only once the entry is old enough to be read again.
+        let fresh = state.lookup_client(&presented.id, Lookup::Store).await?;
+        let same_secret = match (&client, &fresh.client) {
+            (Some(before), Some(now)) => before.secret == now.secret,
+            _ => false,
+        };
+        if !same_secret {
+            (client, presented, verified) = verify(state, fresh.client, presented).await?;
+        }
+    }
     match client {
         Some(client) if verified => Ok(client),
         _ => {
@@ -92,6 +88,31 @@ pub async fn authenticate_client(
             Err(failure)
         }
     }
+}
+
+/// Checks `presented` against `client` (or, for an unknown client, spends as long as a check would).
+///
+/// Public clients and generated (SHA-256) secrets are cheap to check; bcrypt, and the dummy bcrypt of an unknown
+/// client, run on the bounded hashing pool, refused at once when it is full.
+async fn verify(
+    state: &AppState,
+    client: Option<Client>,
+    presented: PresentedClient,
+) -> Result<(Option<Client>, PresentedClient, bool), ApiError> {
+    let cheap = client
+        .as_ref()
+        .is_some_and(|c| !matches!(c.secret, Some(SecretHash::Bcrypt(_))));
+    if cheap {
+        let verified = grant::authenticate(client.as_ref(), &presented);
+        return Ok((client, presented, verified));
+    }
+    Ok(state
+        .hashing
+        .run(move || {
+            let verified = grant::authenticate(client.as_ref(), &presented);
+            (client, presented, verified)
+        })
+        .await?)
 }
 
 /// Runs `request` for the authenticated `client`.
@@ -171,7 +192,8 @@ async fn client_credentials(
             detail: serde_json::json!({"grant_type": grant::CLIENT_CREDENTIALS, "jti": issued.claims.jti, "scope": scope}),
         },
     )
-    .await;
+    // Fails closed: a token is handed out only once its event is committed.
+    .await?;
     Ok(Issued {
         access_token: issued.access_token,
         expires_in: issued.expires_in,
@@ -245,6 +267,49 @@ pub async fn revoke(
     revoke_until(state, kind, id, reason, expires_at).await
 }
 
+/// Revokes every token of the app `client_id` issued up to [`crate::app_cache::REVOCATION_COVER_SECS`] from
+/// now, in the store and here, and drops the app from this replica's memory; returns the cut-off (unix seconds).
+///
+/// The cut-off lies ahead because another replica (or this one, after a change made with the CLI) may go on
+/// issuing tokens from the app as it read it for up to [`crate::app_cache::MAX_AGE`]; those are caught too.
+/// Tokens of an app registered again under this id are not, once the cut-off has passed: callers answer only
+/// then ([`crate::apps::let_revocation_pass`]).
+pub async fn revoke_app(
+    state: &AppState,
+    client_id: &str,
+    reason: &'static str,
+) -> Result<i64, ApiError> {
+    let now = state.clock.unix_now();
+    let revoked_at = now.saturating_add(crate::app_cache::REVOCATION_COVER_SECS);
+    let lifetime = duration_secs(
+        state
+            .config
+            .auth
+            .app_auth
+            .self_auth_server
+            .access_token_lifespan,
+    );
+    let leeway = duration_secs(state.config.flyteauth.token_leeway);
+    let expires_at = revoked_at.saturating_add(lifetime).saturating_add(leeway);
+    state
+        .store
+        .revoke(&Revocation {
+            kind: RevocationKind::App,
+            token_id: client_id.to_owned(),
+            expires_at,
+            reason: reason.to_owned(),
+            revoked_at,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    state.validator.revocations().insert(
+        crate::revocation_mirror::as_revoked(RevocationKind::App, client_id, revoked_at),
+        expires_at,
+    );
+    state.apps.forget(client_id);
+    Ok(revoked_at)
+}
+
 /// Records a revocation kept until `expires_at` (unix seconds), in the store and in this replica's set.
 pub async fn revoke_until(
     state: &AppState,
@@ -269,6 +334,9 @@ pub async fn revoke_until(
         crate::revocation_mirror::as_revoked(kind, id, now),
         expires_at,
     );
+    if kind == RevocationKind::App {
+        state.apps.forget(id);
+    }
     Ok(())
 }
 
@@ -389,7 +457,7 @@ async fn authorization_code(
         // RFC 6749 §4.1.2: a code used twice revokes what its first redemption issued.
         revoke_family(state, &record.family_id, "code.replayed").await?;
         crate::metrics::revoked("code_replay");
-        audit::record(
+        audit::record_or_log(
             state,
             Event {
                 kind: "code.replayed",
@@ -559,7 +627,8 @@ async fn issue_for_login(
             detail: serde_json::json!({"grant_type": grant_type, "family_id": login.family_id, "scope": issued.scope, "refresh_token": issued.refresh_token.is_some()}),
         },
     )
-    .await;
+    // Fails closed, like every issuance. The code or device code is spent by now: the person signs in again.
+    .await?;
     Ok(issued)
 }
 
@@ -608,7 +677,7 @@ async fn refresh(
             // RFC 9700 §4.14: a refresh token used twice means it leaked; end the whole family.
             revoke_family(state, &old.family_id, "refresh.reused").await?;
             crate::metrics::revoked("reuse_detected");
-            audit::record(
+            audit::record_or_log(
                 state,
                 Event {
                     kind: "refresh.reuse_detected",
@@ -652,6 +721,7 @@ async fn refresh(
             detail: serde_json::json!({"grant_type": "refresh_token", "family_id": current.family_id, "scope": issued.scope}),
         },
     )
-    .await;
+    // Fails closed. The old refresh token was rotated, but a retry within the reuse grace gets a new pair.
+    .await?;
     Ok(issued)
 }

@@ -1,16 +1,16 @@
 //! The HTTP forms of the Flyte services, as flyteadmin's gateway served them, and `/me` for an ingress.
 
 use crate::error::{ApiError, CredentialProblem};
-use crate::rpc;
 use crate::state::AppState;
 use crate::web::{cookies, session};
+use crate::{auth, rpc};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use flyteauth_core::browser_session::{SESSION_COOKIE, SessionClaims};
-use flyteauth_core::identity::{PrincipalKind, UserInfo, identity_headers};
+use flyteauth_core::identity::{Identity, PrincipalKind, UserInfo, identity_headers};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -20,19 +20,34 @@ use std::sync::{Arc, RwLock};
 /// answer is the UserInfo JSON (snake_case, every field) plus `X-User-Subject` and `X-User-Claim-*` headers the
 /// ingress copies to the upstream; without valid credentials a 401, never a redirect (the ingress decides who is
 /// sent to the sign-in page). Neither path asks the store.
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let has_bearer = [&header::AUTHORIZATION, &state.http_header]
-        .iter()
-        .any(|name| headers.contains_key(*name));
-    if !has_bearer {
-        return session_answer(&state, &headers).ok_or_else(|| {
-            crate::metrics::validation_failed(CredentialProblem::Missing.reason());
-            ApiError::Credentials(CredentialProblem::Missing)
-        });
-    }
-    let identity = rpc::user_info(&state, &headers, &state.http_header).await?;
-    let groups = groups_claim(&identity.user_info);
-    Ok(render(&identity.user_info, identity.kind, &groups).respond())
+///
+/// The answer for a token is rendered once and kept with its identity ([`Identity::memoized`]), which the
+/// validator's memo hands to every request presenting the same token; the request itself is read in place (the
+/// `HeaderMap` extractor would copy every header).
+pub async fn me(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let headers = request.headers();
+    let token = match auth::bearer_token(headers, &state.http_header) {
+        Ok(token) => token,
+        // No credential header at all: the browser session, if any.
+        Err(CredentialProblem::Missing) => {
+            return session_answer(&state, headers)
+                .ok_or_else(|| auth::credential_failure(CredentialProblem::Missing));
+        }
+        Err(problem) => return Err(auth::credential_failure(problem)),
+    };
+    let identity = auth::authorize_platform_token(&state, token).await?;
+    let render_identity = |identity: &Identity| {
+        render(
+            &identity.user_info,
+            identity.kind,
+            &groups_claim(&identity.user_info),
+        )
+    };
+    Ok(match identity.memoized(render_identity) {
+        Some(rendered) => rendered.respond(),
+        // The slot holds something else (not ours to replace): render for this request only.
+        None => render_identity(&identity).respond(),
+    })
 }
 
 /// The answer for the request's session cookie, from the memo when this replica has answered it before.
@@ -61,26 +76,18 @@ fn session_answer(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     Some(response)
 }
 
-/// A `/me` answer rendered once: the JSON body and the identity headers.
+/// A `/me` answer rendered once: the JSON body and every response header.
 #[derive(Debug)]
 pub struct Rendered {
     body: Bytes,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: HeaderMap,
 }
 
 impl Rendered {
+    /// The response: the body shared, the header map copied in one piece.
     fn respond(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
-        let out = response.headers_mut();
-        out.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // Identity answers differ per caller: a shared cache must not keep them by accident.
-        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        for (name, value) in &self.headers {
-            out.insert(name.clone(), value.clone());
-        }
+        *response.headers_mut() = self.headers.clone();
         response
     }
 }
@@ -89,14 +96,18 @@ impl Rendered {
 fn render(info: &UserInfo, kind: PrincipalKind, groups: &[String]) -> Rendered {
     // Serializing a struct of strings and a JSON map cannot fail.
     let body = Bytes::from(serde_json::to_vec(info).unwrap_or_default());
-    let headers = identity_headers(info, kind, groups)
-        .into_iter()
-        .filter_map(|(name, value)| {
-            HeaderValue::from_str(&value)
-                .ok()
-                .map(|v| (HeaderName::from_static(name), v))
-        })
-        .collect();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Identity answers differ per caller: a shared cache must not keep them by accident.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in identity_headers(info, kind, groups) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
     Rendered { body, headers }
 }
 

@@ -10,6 +10,7 @@
 //!   [`rpc::connect_routes`]); [`http_api`]: `/me` and `/config/v1/flyte_client`;
 //! - [`apps`]: the apps service behind API keys (`cloudidl.identity.AppsService`) and the `flyteauth apps` /
 //!   `flyteauth audit` commands;
+//! - [`app_cache`]: apps from the store held in memory for the token endpoint;
 //! - [`auth`]: bearer-token extraction and validation (the hot path); [`external`]: the external authorization
 //!   server of `authServerType: External` (its metadata and keys); [`revocation_mirror`]: revocations from
 //!   every replica; [`audit`]: the trail of credential events; [`opaque`]: codes, refresh tokens, cookies;
@@ -23,6 +24,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod app_cache;
 pub mod apps;
 pub(crate) mod audit;
 pub(crate) mod auth;

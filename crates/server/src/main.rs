@@ -211,6 +211,13 @@ enum SecretsCommand {
         /// Target directory (created 0700 if missing); existing files are never overwritten.
         #[arg(long)]
         dir: PathBuf,
+        /// Kind of token signing key: RS256 (RSA-2048, PKCS#1), ES256 (EC P-256) or EdDSA (Ed25519), both PKCS#8
+        /// [default: the --config file's flyteauth.signingAlgorithm, else RS256].
+        #[arg(long)]
+        signing_algorithm: Option<flyteauth_core::keys::SigningAlgorithm>,
+        /// A configuration file whose flyteauth.signingAlgorithm decides the kind of signing key.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
     },
 }
 
@@ -453,8 +460,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{}: valid", file.display());
             Ok(())
         }
-        Command::Secrets(SecretsCommand::Init { dir }) => {
-            let written = flyteauth_core::secrets::write_fresh_set(&dir)?;
+        Command::Secrets(SecretsCommand::Init {
+            dir,
+            signing_algorithm,
+            config,
+        }) => {
+            let algorithm = match (signing_algorithm, config) {
+                (Some(algorithm), _) => algorithm,
+                (None, Some(file)) => {
+                    flyteauth_core::config::Config::from_file(&file)?
+                        .config
+                        .flyteauth
+                        .signing_algorithm
+                }
+                (None, None) => flyteauth_core::keys::SigningAlgorithm::default(),
+            };
+            let written = flyteauth_core::secrets::write_fresh_set_for(&dir, algorithm)?;
             for path in written {
                 println!("{}", path.display());
             }

@@ -8,16 +8,26 @@
 //!   `flyteauth_http_request_duration_seconds{route,method}` (histogram) from [`track`];
 //! * `flyteauth_tokens_issued_total{grant,outcome}` from [`token_issued`];
 //! * `flyteauth_token_validation_failures_total{reason}` from [`validation_failed`];
-//! * `flyteauth_external_fetches_total{document,outcome}` from [`external_fetch`].
+//! * `flyteauth_external_fetches_total{document,outcome}` from [`external_fetch`];
+//! * `flyteauth_credential_events_total{kind,outcome}` from [`credential_event`] (every audit event);
+//! * `flyteauth_audit_queue_depth` (gauge), `flyteauth_audit_batch_size` (histogram) and
+//!   `flyteauth_audit_write_failures_total` from the audit writer.
+//!
+//! The per-request metrics ([`track`], [`track_grpc`], [`token_issued`], [`credential_event`]) resolve their
+//! handles once per label set and keep them: the `metrics` macros build (and allocate) a label list on every call
+//! whose label values are not literals, which is measurable on paths that answer in microseconds.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Method, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Request counter name.
@@ -49,6 +59,16 @@ pub const GRPC_REQUESTS: &str = "flyteauth_grpc_requests_total";
 /// Histogram: gRPC call latency by `method` (seconds, until the status is known).
 pub const GRPC_DURATION: &str = "flyteauth_grpc_request_duration_seconds";
 
+/// Counter: audit events, by `kind` (`token.issued`, `login.failed`, …) and `outcome`; counted as they are
+/// handed to the writer.
+pub const CREDENTIAL_EVENTS: &str = "flyteauth_credential_events_total";
+/// Gauge: audit events waiting for the writer.
+pub const AUDIT_QUEUE_DEPTH: &str = "flyteauth_audit_queue_depth";
+/// Histogram: audit events per transaction of the writer.
+pub const AUDIT_BATCH_SIZE: &str = "flyteauth_audit_batch_size";
+/// Counter: failed transactions of the audit writer (each is retried).
+pub const AUDIT_WRITE_FAILURES: &str = "flyteauth_audit_write_failures_total";
+
 /// `route` label of requests that matched no route, so unknown paths cannot add label values.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -57,6 +77,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+
+// Events per audit transaction: one at idle, up to the writer's batch limit (512) under load.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 // Histogram samples pile up in the recorder until drained, so drain them even if nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -84,6 +107,9 @@ fn installed() -> &'static Installed {
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(GRPC_DURATION.to_owned()), LATENCY_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(AUDIT_BATCH_SIZE.to_owned()), BATCH_BUCKETS)
             }) {
             Ok(builder) => builder.build_recorder(),
             // Only an empty bucket list is rejected; fall back to the default summary.
@@ -147,7 +173,113 @@ fn describe() {
         HASHING_REFUSED,
         "Secret checks refused because the hashing queue was full"
     );
+    metrics::describe_counter!(
+        CREDENTIAL_EVENTS,
+        "Audit events (credential events) by kind and outcome"
+    );
+    metrics::describe_gauge!(
+        AUDIT_QUEUE_DEPTH,
+        "Audit events waiting to be written, after the writer's last take"
+    );
+    metrics::describe_histogram!(AUDIT_BATCH_SIZE, "Audit events per database transaction");
+    metrics::describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Failed audit transactions (each is retried with back-off)"
+    );
 }
+
+/// Whether our recorder is the global one: only then are handles worth keeping (a handle resolved before it was
+/// installed counts into nothing, forever).
+fn recorder_installed() -> bool {
+    INSTALLED.get().is_some_and(|i| i.global)
+}
+
+/// Handles kept per key at most, per cache; label values come from fixed sets (route templates, methods,
+/// status codes, grant names), so this is only a backstop.
+const MAX_CACHED_HANDLES: usize = 4_096;
+
+/// Metric handles resolved once per key and then reused.
+struct Handles<K, H> {
+    map: RwLock<HashMap<K, H>>,
+}
+
+impl<K: Eq + Hash, H: Clone> Handles<K, H> {
+    fn new() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handle of `key`, made by `make` (and kept) the first time.
+    fn get(&self, key: K, make: impl FnOnce() -> H) -> H {
+        if let Some(handle) = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return handle.clone();
+        }
+        let handle = make();
+        if recorder_installed() {
+            let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+            if map.len() < MAX_CACHED_HANDLES {
+                map.entry(key).or_insert_with(|| handle.clone());
+            }
+        }
+        handle
+    }
+}
+
+/// Route templates and gRPC method paths seen so far, each kept once for the life of the process, so a label
+/// is a `&'static str` that costs nothing per request. Only registered routes and methods that exist get in
+/// (see [`track`] and [`track_grpc`]), a fixed set; [`MAX_INTERNED`] is a backstop.
+static INTERNED: LazyLock<RwLock<HashSet<&'static str>>> =
+    LazyLock::new(|| RwLock::new(HashSet::new()));
+
+/// Route and method labels kept at most; past it new ones are counted as [`UNMATCHED_ROUTE`].
+const MAX_INTERNED: usize = 1_024;
+
+fn interned(path: &str) -> Option<&'static str> {
+    INTERNED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(path)
+        .copied()
+}
+
+fn intern(path: &str) -> &'static str {
+    if let Some(known) = interned(path) {
+        return known;
+    }
+    let mut set = INTERNED.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = set.get(path) {
+        return known;
+    }
+    if set.len() >= MAX_INTERNED {
+        return UNMATCHED_ROUTE;
+    }
+    // Leaked on purpose: one small string per route of the process, alive as long as the metrics are.
+    let kept: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    set.insert(kept);
+    kept
+}
+
+/// A latency histogram and a counter of one label set.
+type Timed = (Histogram, Counter);
+
+/// The handles of [`track`] by (route, method, status).
+static HTTP_HANDLES: LazyLock<Handles<(&'static str, &'static str, u16), Timed>> =
+    LazyLock::new(Handles::new);
+
+/// The handles of [`track_grpc`] by (method, code).
+static GRPC_HANDLES: LazyLock<Handles<(&'static str, &'static str), Timed>> =
+    LazyLock::new(Handles::new);
+
+/// Counters with one or two labels by (name, first value, second value or ""); the label names follow from the
+/// name.
+static COUNTERS: LazyLock<Handles<(&'static str, &'static str, &'static str), Counter>> =
+    LazyLock::new(Handles::new);
 
 /// Installs the process-wide Prometheus recorder; later calls are no-ops.
 ///
@@ -181,25 +313,45 @@ pub async fn handler() -> Response {
 /// routing and sees [`MatchedPath`]; the raw path is never used as a label.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route: Cow<'static, str> = match request.extensions().get::<MatchedPath>() {
-        Some(path) => Cow::Owned(path.as_str().to_owned()),
-        None => Cow::Borrowed(UNMATCHED_ROUTE),
+    // A matched path is a route template, one of a fixed set: safe to keep.
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => intern(path.as_str()),
+        None => UNMATCHED_ROUTE,
     };
     let method = method_label(request.method());
     let response = next.run(request).await;
     let elapsed = start.elapsed().as_secs_f64();
-    let status = status_label(response.status());
-    metrics::histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
-        .record(elapsed);
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
-        .increment(1);
+    let status = response.status();
+    let (duration, requests) = HTTP_HANDLES.get((route, method, status.as_u16()), || {
+        (
+            metrics::histogram!(HTTP_DURATION, "route" => route, "method" => method),
+            metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status_label(status)),
+        )
+    });
+    duration.record(elapsed);
+    requests.increment(1);
     response
 }
 
 /// Counts one token request (`grant`: e.g. `"client_credentials"`; `outcome`: e.g. `"issued"`,
 /// `"invalid_client"`).
 pub fn token_issued(grant: &'static str, outcome: &'static str) {
-    metrics::counter!(TOKENS_ISSUED, "grant" => grant, "outcome" => outcome).increment(1);
+    COUNTERS
+        .get(
+            (TOKENS_ISSUED, grant, outcome),
+            || metrics::counter!(TOKENS_ISSUED, "grant" => grant, "outcome" => outcome),
+        )
+        .increment(1);
+}
+
+/// Counts one audit event (`kind`: e.g. `"token.issued"`; `outcome`: `"success"`, `"failure"`).
+pub fn credential_event(kind: &'static str, outcome: &'static str) {
+    COUNTERS
+        .get(
+            (CREDENTIAL_EVENTS, kind, outcome),
+            || metrics::counter!(CREDENTIAL_EVENTS, "kind" => kind, "outcome" => outcome),
+        )
+        .increment(1);
 }
 
 /// Counts one sign-in attempt on the login page (`outcome`: `success`, `wrong_password`, `unknown_user`,
@@ -242,7 +394,13 @@ pub fn hashing_refused() {
 
 /// Counts one rejected access token (`reason`: a snake_case validation error).
 pub fn validation_failed(reason: &'static str) {
-    metrics::counter!(VALIDATION_FAILURES, "reason" => reason).increment(1);
+    // A flood of bad tokens is a hot path too.
+    COUNTERS
+        .get(
+            (VALIDATION_FAILURES, reason, ""),
+            || metrics::counter!(VALIDATION_FAILURES, "reason" => reason),
+        )
+        .increment(1);
 }
 
 /// Axum middleware for the gRPC routes: counts each call by method and gRPC status code, and times it.
@@ -252,10 +410,16 @@ pub fn validation_failed(reason: &'static str) {
 /// status counts as `CANCELLED`. Unknown services and methods are counted under [`UNMATCHED_ROUTE`], so
 /// client-chosen paths cannot add label values.
 pub async fn track_grpc(request: Request, next: Next) -> Response {
+    let method = if request.extensions().get::<MatchedPath>().is_some() {
+        let path = request.uri().path();
+        // Copied only the first time a method is called; after that its label is kept.
+        interned(path).map_or_else(|| GrpcMethod::New(path.to_owned()), GrpcMethod::Known)
+    } else {
+        GrpcMethod::Unmatched
+    };
     let call = GrpcCall {
         start: Instant::now(),
-        matched: request.extensions().get::<MatchedPath>().is_some(),
-        path: request.uri().path().to_owned(),
+        method,
     };
     let response = next.run(request).await;
     if let Some(code) = response.headers().get(GRPC_STATUS) {
@@ -273,22 +437,38 @@ pub async fn track_grpc(request: Request, next: Next) -> Response {
 
 const GRPC_STATUS: &str = "grpc-status";
 
+/// The `method` label of a gRPC call, as far as it is known when the call starts.
+enum GrpcMethod {
+    /// No service matched the path.
+    Unmatched,
+    /// A method whose label is kept already.
+    Known(&'static str),
+    /// A path under a known service seen for the first time: kept only if the service has such a method (its
+    /// answer is not `UNIMPLEMENTED`), so made-up method names add no label values.
+    New(String),
+}
+
 struct GrpcCall {
     start: Instant,
-    matched: bool,
-    path: String,
+    method: GrpcMethod,
 }
 
 impl GrpcCall {
     fn record(self, code: &'static str) {
-        let method: Cow<'static, str> = if self.matched && code != "UNIMPLEMENTED" {
-            Cow::Owned(self.path)
-        } else {
-            Cow::Borrowed(UNMATCHED_ROUTE)
+        let method = match self.method {
+            _ if code == "UNIMPLEMENTED" => UNMATCHED_ROUTE,
+            GrpcMethod::Unmatched => UNMATCHED_ROUTE,
+            GrpcMethod::Known(method) => method,
+            GrpcMethod::New(path) => intern(&path),
         };
-        metrics::histogram!(GRPC_DURATION, "method" => method.clone())
-            .record(self.start.elapsed().as_secs_f64());
-        metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
+        let (duration, calls) = GRPC_HANDLES.get((method, code), || {
+            (
+                metrics::histogram!(GRPC_DURATION, "method" => method),
+                metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code),
+            )
+        });
+        duration.record(self.start.elapsed().as_secs_f64());
+        calls.increment(1);
     }
 }
 

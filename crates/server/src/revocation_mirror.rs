@@ -34,6 +34,10 @@ fn apply(state: &AppState, r: &Revocation) {
         .validator
         .revocations()
         .insert(as_revoked(r.kind, &r.token_id, r.revoked_at), r.expires_at);
+    if r.kind == RevocationKind::App {
+        // The app was deleted or got a new secret on another replica (or with the CLI): read it again.
+        state.apps.forget(&r.token_id);
+    }
 }
 
 /// Loads every revocation once; returns the highest sequence number seen.

@@ -280,8 +280,14 @@ impl Server {
             ));
             (stop, task)
         });
+        let state = self.state.clone();
         let service = app::service(self.state);
         let served = listener::serve(tcp, self.tls, service, shutdown, self.options).await;
+        // Every answered request's event is committed already (each waited for it); this covers what background
+        // work (the aggregated failure counts) queued last, before the process may exit.
+        if let Err(e) = state.audit.flush().await {
+            tracing::warn!(error = %e, "audit events queued at shutdown may not be written");
+        }
         if let Some((stop, task)) = operations {
             // Probes and scrapes keep answering while the public port drains, then stop too.
             let _ = stop.send(());

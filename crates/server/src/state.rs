@@ -122,6 +122,10 @@ pub struct Shared {
     pub client_address: ClientAddress,
     /// Repeated failed client authentications, written as one audit row per caller and window.
     pub audit_aggregator: crate::audit::FailureAggregator,
+    /// The audit trail's group-commit writer: [`crate::audit::record`] goes through it.
+    pub audit: crate::audit::AuditWriter,
+    /// Apps read from the store, for [`AppState::find_client`].
+    pub apps: crate::app_cache::AppCache,
     /// Wrong device user codes per login session (keyed by the session cookie's digest).
     pub device_attempts_by_session: Throttle<String>,
     /// Wrong device user codes per source address.
@@ -252,6 +256,7 @@ impl AppState {
             ext.rate_limits.audit_window,
             ext.rate_limits.max_tracked_keys,
         );
+        let audit = crate::audit::AuditWriter::new(store.clone());
         let device = &ext.device;
         let device_attempts_by_session = Throttle::per_window(
             device.max_code_attempts,
@@ -289,6 +294,8 @@ impl AppState {
             hashing,
             client_address,
             audit_aggregator,
+            audit,
+            apps: crate::app_cache::AppCache::default(),
             device_attempts_by_session,
             device_attempts_by_address,
         })))
@@ -303,18 +310,67 @@ impl AppState {
         }
     }
 
-    /// Finds a client by id: static clients first, then apps in the store.
+    /// Finds a client by id: static clients first, then apps (held in memory for up to
+    /// [`crate::app_cache::MAX_AGE`] after they were read from the store).
     pub async fn find_client(&self, client_id: &str) -> Result<Option<Client>, ApiError> {
+        self.lookup_client(client_id, Lookup::Cached)
+            .await
+            .map(|found| found.client)
+    }
+
+    /// [`Self::find_client`], saying whether the answer came from memory; [`Lookup::Store`] reads the store
+    /// whatever the cache holds (and refreshes it).
+    pub(crate) async fn lookup_client(
+        &self,
+        client_id: &str,
+        how: Lookup,
+    ) -> Result<Found, ApiError> {
         if let Some(client) = self.static_clients.get(client_id) {
-            return Ok(Some(client.clone()));
+            return Ok(Found {
+                client: Some(client.clone()),
+                cached: false,
+            });
         }
+        let now = self.clock.now();
+        if how == Lookup::Cached
+            && let Some(client) = self.apps.get(client_id, now)
+        {
+            return Ok(Found {
+                client: Some(client),
+                cached: true,
+            });
+        }
+        let fetch = self.apps.begin(now);
         let record = self
             .store
             .get_app(client_id)
             .await
             .map_err(ApiError::internal)?;
-        record.map(client_from_app).transpose()
+        let client = record.map(client_from_app).transpose()?;
+        self.apps.insert(fetch, client_id, client.as_ref());
+        Ok(Found {
+            client,
+            cached: false,
+        })
     }
+}
+
+/// Where [`AppState::lookup_client`] may look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Memory first.
+    Cached,
+    /// The store, refreshing memory.
+    Store,
+}
+
+/// What [`AppState::lookup_client`] found.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The client, if there is one.
+    pub(crate) client: Option<Client>,
+    /// Whether it came from memory (and so may be up to [`crate::app_cache::MAX_AGE`] old).
+    pub(crate) cached: bool,
 }
 
 /// An app from the store as a client of the token endpoint.
@@ -340,4 +396,145 @@ fn client_from_app(app: AppRecord) -> Result<Client, ApiError> {
         audience: app.audience,
         redirect_uris: app.redirect_uris,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flyteauth_core::clock::ManualClock;
+    use flyteauth_core::secrets::SecretSource;
+    use flyteauth_store::{AppUpdate, NewApp, Revocation, RevocationKind};
+    use time::macros::datetime;
+
+    /// A state over an in-memory store with a clock the test moves.
+    async fn state_at(clock: Arc<ManualClock>) -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::embedded_default(dir.path());
+        flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets")).unwrap();
+        let secrets =
+            AuthSecrets::load(&SecretSource::from_config(&config.secrets), &config).unwrap();
+        let store = flyteauth_store::connect("sqlite::memory:").await.unwrap();
+        let state = AppState::new(config, secrets, store, clock).unwrap();
+        (state, dir)
+    }
+
+    fn app(client_id: &str, name: &str) -> NewApp {
+        NewApp {
+            client_id: client_id.into(),
+            client_name: name.into(),
+            organization: String::new(),
+            secret_hash: flyteauth_core::clients::hash_generated_secret("s").encode(),
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["all".into()],
+            audience: vec![],
+            redirect_uris: vec![],
+            created_by: "test".into(),
+            created_at: 1,
+        }
+    }
+
+    async fn name_of(state: &AppState, client_id: &str) -> Option<String> {
+        state
+            .find_client(client_id)
+            .await
+            .unwrap()
+            .map(|client| client.name)
+    }
+
+    #[tokio::test]
+    async fn an_app_changed_in_the_store_is_seen_once_its_entry_is_two_seconds_old() {
+        let clock = Arc::new(ManualClock::new(datetime!(2030-01-01 00:00 UTC)));
+        let (state, _dir) = state_at(clock.clone()).await;
+        state.store.create_app(&app("bot", "v1")).await.unwrap();
+        assert_eq!(name_of(&state, "bot").await.as_deref(), Some("v1"));
+        assert_eq!(state.apps.len(), 1);
+
+        // Changed behind this replica's back (another replica, the CLI).
+        let update = AppUpdate {
+            client_name: Some("v2".into()),
+            ..AppUpdate::at(2)
+        };
+        state.store.update_app("bot", &update).await.unwrap();
+        clock.advance(time::Duration::milliseconds(1_900));
+        assert_eq!(name_of(&state, "bot").await.as_deref(), Some("v1"), "held");
+        clock.advance(time::Duration::milliseconds(100));
+        assert_eq!(
+            name_of(&state, "bot").await.as_deref(),
+            Some("v2"),
+            "read again"
+        );
+
+        // Deleted behind its back: gone once the entry is old, and the entry with it.
+        assert!(state.store.delete_app("bot").await.unwrap());
+        clock.advance(time::Duration::seconds(2));
+        assert_eq!(name_of(&state, "bot").await, None);
+        assert!(state.apps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_client_ids_are_not_kept() {
+        let clock = Arc::new(ManualClock::new(datetime!(2030-01-01 00:00 UTC)));
+        let (state, _dir) = state_at(clock).await;
+        for i in 0..500 {
+            assert!(
+                state
+                    .find_client(&format!("guess-{i}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert!(state.apps.is_empty());
+        // Static clients are not copied into it either.
+        assert!(state.find_client("flytectl").await.unwrap().is_some());
+        assert!(state.apps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_app_revocation_from_the_mirror_drops_the_entry_at_once() {
+        let clock = Arc::new(ManualClock::new(datetime!(2030-01-01 00:00 UTC)));
+        let (state, _dir) = state_at(clock.clone()).await;
+        state.store.create_app(&app("bot", "v1")).await.unwrap();
+        assert_eq!(name_of(&state, "bot").await.as_deref(), Some("v1"));
+        // Another replica rotates the secret (here: renames) and writes the app's revocation.
+        let update = AppUpdate {
+            client_name: Some("v2".into()),
+            ..AppUpdate::at(2)
+        };
+        state.store.update_app("bot", &update).await.unwrap();
+        let now = clock.unix_now();
+        state
+            .store
+            .revoke(&Revocation {
+                kind: RevocationKind::App,
+                token_id: "bot".into(),
+                expires_at: now + 3600,
+                reason: "app.secret_rotated".into(),
+                revoked_at: now,
+            })
+            .await
+            .unwrap();
+        crate::revocation_mirror::load(&state).await.unwrap();
+        assert!(state.apps.is_empty());
+        assert_eq!(name_of(&state, "bot").await.as_deref(), Some("v2"));
+    }
+
+    #[tokio::test]
+    async fn revoking_an_app_here_drops_it_and_covers_what_other_copies_may_issue() {
+        let clock = Arc::new(ManualClock::new(datetime!(2030-01-01 00:00 UTC)));
+        let (state, _dir) = state_at(clock.clone()).await;
+        state.store.create_app(&app("bot", "v1")).await.unwrap();
+        assert!(name_of(&state, "bot").await.is_some());
+        assert!(state.store.delete_app("bot").await.unwrap());
+        let now = clock.unix_now();
+        let revoked_at = crate::grants::revoke_app(&state, "bot", "app.deleted")
+            .await
+            .unwrap();
+        assert_eq!(revoked_at, now + crate::app_cache::REVOCATION_COVER_SECS);
+        assert!(state.apps.is_empty());
+        assert_eq!(name_of(&state, "bot").await, None, "at once, no waiting");
+        let stored = state.store.revocations_since(0).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].1.revoked_at, revoked_at);
+    }
 }

@@ -9,8 +9,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 
+use crate::audit::{ROWS_PER_INSERT, StoredEvent};
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
-use crate::error::{self, DbError, db, db_unique, db_unique_either};
+use crate::error::{self, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
 use crate::revocations::decode_kind;
 use crate::text;
@@ -387,22 +388,52 @@ impl RevocationStore for PostgresStore {
 impl AuditStore for PostgresStore {
     async fn record(&self, e: &AuditEvent) -> Result<(), StoreError> {
         // Sent as text and cast, so sqlx's `json` feature is not needed.
-        let detail = serde_json::to_string(&*text::scrub_json(&e.detail))
-            .map_err(|err| StoreError::Database(DbError::new(format!("encoding detail: {err}"))))?;
+        let e = StoredEvent::of(e)?;
         sqlx::query(
             "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
         )
         .bind(e.at)
-        .bind(&*text::scrub(&e.kind))
-        .bind(&*text::scrub(&e.client_id))
-        .bind(&*text::scrub(&e.subject))
-        .bind(&*text::scrub(&e.outcome))
-        .bind(&*text::scrub(&e.remote_addr))
-        .bind(detail)
+        .bind(&*e.kind)
+        .bind(&*e.client_id)
+        .bind(&*e.subject)
+        .bind(&*e.outcome)
+        .bind(&*e.remote_addr)
+        .bind(&e.detail)
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        Ok(())
+    }
+
+    async fn record_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(StoredEvent::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
+            );
+            // Identity values are drawn as the VALUES rows are inserted, in their order, so the batch keeps its order
+            // in listings.
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.at)
+                    .push_bind(&*e.kind)
+                    .push_bind(&*e.client_id)
+                    .push_bind(&*e.subject)
+                    .push_bind(&*e.outcome)
+                    .push_bind(&*e.remote_addr)
+                    .push_bind(&e.detail)
+                    .push_unseparated("::jsonb");
+            });
+            insert.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 

@@ -20,6 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use crate::keys::SigningAlgorithm;
+
 pub use auth::{
     AppAuthConfig, AuthConfig, AuthServerType, CookieSetting, DEFAULT_AUTHORIZATION_HEADER,
     ExternalAuthServerConfig, FlyteClientConfig, OpenIdConfig, SameSitePolicy,
@@ -138,6 +140,9 @@ pub struct ExtensionsConfig {
     /// `tokenLeeway` (30s): clock skew tolerated on `exp`, `nbf` and `iat`.
     #[serde(with = "duration::go")]
     pub token_leeway: Duration,
+    /// `signingAlgorithm` (RS256): how our tokens are signed, `RS256`, `ES256` or `EdDSA`; the signing key secret
+    /// must be a key of that kind (checked at start-up).
+    pub signing_algorithm: SigningAlgorithm,
     /// `logFormat` (plain): `plain` or `json`.
     pub log_format: LogFormat,
     /// `maxRequestBytes` (1 MiB): largest accepted request body.
@@ -194,6 +199,7 @@ impl Default for ExtensionsConfig {
             data_dir: None,
             listen_address: None,
             token_leeway: Duration::from_secs(30),
+            signing_algorithm: SigningAlgorithm::default(),
             log_format: LogFormat::Plain,
             max_request_bytes: 1024 * 1024,
             refresh_token_reuse_grace: Duration::from_secs(5),

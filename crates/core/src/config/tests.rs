@@ -1170,3 +1170,29 @@ fn an_unclosed_quote_is_reported_at_the_line_that_opens_it() {
         "{msg}"
     );
 }
+
+#[test]
+fn signing_algorithm_defaults_to_rs256_and_reads_the_jws_names() {
+    assert_eq!(
+        Config::default().flyteauth.signing_algorithm,
+        SigningAlgorithm::Rs256
+    );
+    for (name, alg) in [
+        ("RS256", SigningAlgorithm::Rs256),
+        ("ES256", SigningAlgorithm::Es256),
+        ("EdDSA", SigningAlgorithm::EdDsa),
+    ] {
+        let c = load(&format!("flyteauth:\n  signingAlgorithm: {name}\n")).config;
+        assert_eq!(c.flyteauth.signing_algorithm, alg);
+        assert!(
+            c.redacted_yaml()
+                .contains(&format!("signingAlgorithm: {name}")),
+            "the effective configuration shows it"
+        );
+    }
+    let msg = parse_message("flyteauth:\n  signingAlgorithm: HS256\n");
+    assert!(
+        msg.contains("flyteauth.signingAlgorithm") && msg.contains("RS256"),
+        "{msg}"
+    );
+}

@@ -3,6 +3,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::pkcs8::EncodePrivateKey as _;
+use serde_json::json;
 
 use super::*;
 
@@ -35,8 +36,8 @@ fn thumbprint_matches_rfc7638_example() {
     );
     let key = VerifyingKey::from_rsa_components(&padded, &e);
     assert_eq!(key.kid(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
-    assert_eq!(key.jwk().n, RFC7638_N);
-    assert_eq!(key.jwk().e, "AQAB");
+    assert_eq!(key.jwk().n.as_deref(), Some(RFC7638_N));
+    assert_eq!(key.jwk().e.as_deref(), Some("AQAB"));
 }
 
 #[test]
@@ -155,4 +156,162 @@ fn a_previous_key_equal_to_the_current_one_is_dropped() {
     let ring = KeyRing::new(current.clone(), Some(current.public().clone()));
     assert!(ring.previous().is_none());
     assert_eq!(ring.jwks().keys.len(), 1);
+}
+
+/// An ES256 and an EdDSA key shared by the crate's tests, with their PEM.
+pub(crate) fn ec_and_ed_keys() -> &'static [(SigningKey, String); 2] {
+    static KEYS: OnceLock<[(SigningKey, String); 2]> = OnceLock::new();
+    let generate = |alg| {
+        let (key, pem) = SigningKey::generate_for(alg).unwrap();
+        (key, String::clone(&pem))
+    };
+    KEYS.get_or_init(|| {
+        [
+            generate(SigningAlgorithm::Es256),
+            generate(SigningAlgorithm::EdDsa),
+        ]
+    })
+}
+
+#[test]
+fn algorithms_read_and_print_their_jws_names() {
+    for (alg, name) in [
+        (SigningAlgorithm::Rs256, "RS256"),
+        (SigningAlgorithm::Es256, "ES256"),
+        (SigningAlgorithm::EdDsa, "EdDSA"),
+    ] {
+        assert_eq!(alg.as_str(), name);
+        assert_eq!(name.parse::<SigningAlgorithm>().unwrap(), alg);
+        assert_eq!(serde_json::to_value(alg).unwrap(), name);
+        assert_eq!(alg.to_string(), name);
+    }
+    assert_eq!(SigningAlgorithm::default(), SigningAlgorithm::Rs256);
+    let err = "rs256".parse::<SigningAlgorithm>().unwrap_err();
+    assert!(err.to_string().contains("RS256, ES256 or EdDSA"), "{err}");
+    assert!(SigningAlgorithm::from_jws("none").is_none());
+}
+
+#[test]
+fn ec_and_ed25519_keys_are_pkcs8_and_reload_identically() {
+    for (key, pem) in ec_and_ed_keys() {
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let again = SigningKey::from_pem(pem.replace('\n', "\r\n").as_bytes()).unwrap();
+        assert_eq!(again.kid(), key.kid());
+        assert_eq!(again.algorithm(), key.algorithm());
+        assert!(key.public().modulus().is_empty());
+        let debug = format!("{key:?}");
+        assert!(debug.contains("<redacted>") && !debug.contains(&pem[28..60]));
+    }
+    assert_eq!(ec_and_ed_keys()[0].0.algorithm(), SigningAlgorithm::Es256);
+    assert_eq!(ec_and_ed_keys()[1].0.algorithm(), SigningAlgorithm::EdDsa);
+}
+
+#[test]
+fn sec1_ec_keys_are_read_and_other_curves_refused() {
+    use aws_lc_rs::encoding::AsDer as _;
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let sec1 = pair.private_key().as_der().unwrap();
+    let pem = SecretDocument::try_from(sec1.as_ref())
+        .unwrap()
+        .to_pem("EC PRIVATE KEY", LineEnding::LF)
+        .unwrap();
+    let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
+    assert_eq!(key.algorithm(), SigningAlgorithm::Es256);
+
+    let p384 = EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+        .unwrap()
+        .to_pkcs8v1()
+        .unwrap();
+    let pem = pkcs8_pem(p384.as_ref()).unwrap();
+    match SigningKey::from_pem(pem.as_bytes()) {
+        Err(KeyError::Unsupported(msg)) => assert!(msg.contains("only P-256"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn jwks_publish_ec_and_okp_keys_under_their_thumbprints() {
+    let [(ec, _), (ed, _)] = ec_and_ed_keys();
+    let ring = KeyRing::new(ec.clone(), Some(ed.public().clone()));
+    let json = serde_json::to_value(ring.jwks()).unwrap();
+    let members = |i: usize| {
+        let mut m: Vec<String> = json["keys"][i]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    assert_eq!(members(0), ["alg", "crv", "kid", "kty", "use", "x", "y"]);
+    assert_eq!(members(1), ["alg", "crv", "kid", "kty", "use", "x"]);
+    let (e, o) = (&json["keys"][0], &json["keys"][1]);
+    assert_eq!(
+        (&e["kty"], &e["crv"], &e["alg"]),
+        (&json!("EC"), &json!("P-256"), &json!("ES256"))
+    );
+    assert_eq!(
+        (&o["kty"], &o["crv"], &o["alg"]),
+        (&json!("OKP"), &json!("Ed25519"), &json!("EdDSA"))
+    );
+    // RFC 7638 over the required members, in order, recomputed from what is published.
+    let canonical_ec = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        e["x"].as_str().unwrap(),
+        e["y"].as_str().unwrap()
+    );
+    assert_eq!(thumbprint(&canonical_ec), ec.kid());
+    let canonical_okp = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        o["x"].as_str().unwrap()
+    );
+    assert_eq!(thumbprint(&canonical_okp), ed.kid());
+    // jsonwebtoken reads both as verification keys.
+    for jwk in json["keys"].as_array().unwrap() {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+        jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    }
+}
+
+#[test]
+fn every_kind_signs_what_its_public_key_verifies() {
+    let keys = [
+        &test_keys()[0].0,
+        &ec_and_ed_keys()[0].0,
+        &ec_and_ed_keys()[1].0,
+    ];
+    for key in keys {
+        let mut jws = "eyJhbGciOiJub25lIn0.e30".to_owned();
+        key.sign_compact(&mut jws).unwrap();
+        let (message, sig_b64) = jws.rsplit_once('.').unwrap();
+        assert_eq!(
+            sig_b64.len(),
+            key.signature_b64_len(),
+            "{:?}",
+            key.algorithm()
+        );
+        let sig = URL_SAFE_NO_PAD.decode(sig_b64).unwrap();
+        assert!(key.public().verify(message.as_bytes(), &sig));
+        assert!(!key.public().verify(b"other", &sig));
+        assert_eq!(key.sign(message.as_bytes()).unwrap().len(), sig.len());
+        // jsonwebtoken agrees, through its own key forms.
+        assert!(
+            jsonwebtoken::crypto::verify(
+                sig_b64,
+                message.as_bytes(),
+                key.public().decoding_key(),
+                key.algorithm().jsonwebtoken()
+            )
+            .unwrap()
+        );
+    }
+    // PKCS#1 v1.5 is deterministic: byte for byte what jsonwebtoken's signer produces.
+    let rsa = &test_keys()[0].0;
+    let mut jws = "a.b".to_owned();
+    rsa.sign_compact(&mut jws).unwrap();
+    let theirs =
+        jsonwebtoken::crypto::sign(b"a.b", rsa.encoding_key(), jsonwebtoken::Algorithm::RS256)
+            .unwrap();
+    assert_eq!(jws, format!("a.b.{theirs}"));
 }

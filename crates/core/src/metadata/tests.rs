@@ -52,6 +52,12 @@ fn metadata_advertises_the_login_flow_and_oidc_discovery() {
     assert_eq!(m.code_challenge_methods_supported, ["S256"]);
     assert_eq!(m.subject_types_supported, ["public"]);
     assert_eq!(m.id_token_signing_alg_values_supported, ["RS256"]);
+    let mut ed = Config::default();
+    ed.flyteauth.signing_algorithm = crate::keys::SigningAlgorithm::EdDsa;
+    assert_eq!(
+        server_metadata(&ed).id_token_signing_alg_values_supported,
+        ["EdDSA"]
+    );
     assert_eq!(
         m.scopes_supported,
         [

@@ -337,3 +337,52 @@ fn a_fresh_set_refuses_to_overwrite_any_existing_file() {
         "nothing else was written"
     );
 }
+
+#[test]
+fn a_fresh_set_of_each_algorithm_loads_under_that_algorithm_only() {
+    for alg in SigningAlgorithm::ALL {
+        let dir = TempDir::new();
+        write_fresh_set_for(&dir.0, alg).unwrap();
+        let src = no_env(&dir.0);
+        let mut cfg = Config::default();
+        cfg.flyteauth.signing_algorithm = alg;
+        let loaded = AuthSecrets::load(&src, &cfg).unwrap();
+        assert_eq!(loaded.key_ring.current().algorithm(), alg);
+
+        let other = if alg == SigningAlgorithm::Rs256 {
+            SigningAlgorithm::EdDsa
+        } else {
+            SigningAlgorithm::Rs256
+        };
+        cfg.flyteauth.signing_algorithm = other;
+        let err = AuthSecrets::load(&src, &cfg).unwrap_err();
+        assert!(
+            matches!(err, SecretError::AlgorithmMismatch { found, configured, .. } if found == alg && configured == other),
+            "{err:?}"
+        );
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains(&format!("flyteauth.signingAlgorithm is {other}"))
+                && line.contains(TOKEN_RSA_KEY),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn the_previous_key_may_be_of_another_kind() {
+    let dir = TempDir::new();
+    write_fresh_set_for(&dir.0, SigningAlgorithm::Es256).unwrap();
+    write(&dir.0, TOKEN_RSA_KEY_OLD, &test_keys()[0].1);
+    let mut cfg = Config::default();
+    cfg.flyteauth.signing_algorithm = SigningAlgorithm::Es256;
+    cfg.auth
+        .app_auth
+        .self_auth_server
+        .old_token_signing_rsa_key_secret_name = TOKEN_RSA_KEY_OLD.into();
+    let loaded = AuthSecrets::load(&no_env(&dir.0), &cfg).unwrap();
+    let previous = loaded.key_ring.previous().unwrap();
+    assert_eq!(previous.algorithm(), SigningAlgorithm::Rs256);
+    assert_eq!(previous.kid(), test_keys()[0].0.kid());
+}

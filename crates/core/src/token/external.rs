@@ -575,6 +575,7 @@ impl ExternalMode {
             issued_at: iat.or(nbf).unwrap_or(0),
             session_id,
             user_info,
+            memo: Default::default(),
         };
         let not_before = match (iat, nbf) {
             (Some(a), Some(b)) => a.max(b),

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::EncodingKey;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 use time::macros::datetime;
 
@@ -763,14 +763,16 @@ fn only_the_exact_bytes_hit_the_memo() {
 
 #[test]
 fn the_memo_stays_bounded() {
+    // One principal's tokens: its quota bounds them (the global bound is the cache module's test).
     let f = fixture();
     let mut claims = claims_json();
-    for i in 0..(VERIFIED_TOKEN_CAPACITY + 10) {
+    for i in 0..(VERIFIED_TOKENS_PER_PRINCIPAL + 10) {
         claims["jti"] = json!(format!("j-{i}"));
         let token = sign_raw(&header_json(current_key().kid()), &claims, current_key());
         assert!(f.validator.validate(&token).is_ok());
-        assert!(f.validator.remembered() <= VERIFIED_TOKEN_CAPACITY);
+        assert!(f.validator.remembered() <= VERIFIED_TOKENS_PER_PRINCIPAL);
     }
+    const { assert!(VERIFIED_TOKENS_PER_PRINCIPAL < VERIFIED_TOKEN_CAPACITY) };
 }
 
 #[test]
@@ -961,4 +963,361 @@ fn id_tokens() {
         .unwrap();
     let raw = decode_part(bare.split('.').nth(1).unwrap());
     assert!(raw.get("nonce").is_none() && raw.get("sid").is_none());
+}
+
+fn fixture_with(key: &SigningKey, previous: Option<&SigningKey>) -> Fixture {
+    let clock = Arc::new(ManualClock::new(datetime!(2024-01-01 00:00 UTC)));
+    let ring = Arc::new(KeyRing::new(
+        key.clone(),
+        previous.map(|p| p.public().clone()),
+    ));
+    let issuer = TokenIssuer::new(ring.clone(), ISSUER.to_owned(), LIFETIME, clock.clone());
+    let validator = TokenValidator::new(
+        ring.clone(),
+        ISSUER.to_owned(),
+        audiences(),
+        LEEWAY,
+        clock.clone(),
+    );
+    Fixture {
+        clock,
+        ring,
+        issuer,
+        validator,
+    }
+}
+
+fn every_kind_of_key() -> [&'static SigningKey; 3] {
+    let [(ec, _), (ed, _)] = crate::keys::tests::ec_and_ed_keys();
+    [current_key(), ec, ed]
+}
+
+#[test]
+fn rs256_tokens_are_byte_for_byte_what_jsonwebtoken_signs() {
+    let f = fixture();
+    let issued = f.issuer.issue(&app_request()).unwrap();
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+    header.kid = Some(current_key().kid().to_owned());
+    let theirs =
+        jsonwebtoken::encode(&header, &issued.claims, current_key().encoding_key()).unwrap();
+    assert_eq!(issued.access_token, theirs);
+}
+
+#[test]
+fn tokens_of_every_algorithm_verify_with_jsonwebtoken_aws_lc_and_the_validator() {
+    use aws_lc_rs::signature::{self as sig, UnparsedPublicKey};
+    for key in every_kind_of_key() {
+        let alg = key.algorithm();
+        let f = fixture_with(key, None);
+        let issued = f.issuer.issue(&app_request()).unwrap();
+        let token = &issued.access_token;
+        assert_eq!(
+            decode_part(token.split('.').next().unwrap())["alg"],
+            alg.as_str()
+        );
+
+        let mut validation = jsonwebtoken::Validation::new(alg.jsonwebtoken());
+        validation.set_audience(&[ISSUER]);
+        validation.set_issuer(&[ISSUER]);
+        validation.validate_exp = false; // the manual clock is in 2024
+        let decoded = jsonwebtoken::decode::<AccessTokenClaims>(
+            token,
+            key.public().decoding_key(),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims, issued.claims, "{alg}");
+        assert_eq!(decoded.header.kid.as_deref(), Some(key.kid()));
+
+        // aws-lc with a public key rebuilt from the published JWK alone.
+        let jwk = key.public().jwk();
+        let b64 = |s: &Option<String>| URL_SAFE_NO_PAD.decode(s.as_deref().unwrap()).unwrap();
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let verified = match alg {
+            SigningAlgorithm::Rs256 => aws_lc_rs::rsa::PublicKeyComponents {
+                n: b64(&jwk.n),
+                e: b64(&jwk.e),
+            }
+            .verify(
+                &sig::RSA_PKCS1_2048_8192_SHA256,
+                message.as_bytes(),
+                &signature,
+            ),
+            SigningAlgorithm::Es256 => {
+                let point = [vec![4], b64(&jwk.x), b64(&jwk.y)].concat();
+                UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message.as_bytes(), &signature)
+            }
+            SigningAlgorithm::EdDsa => UnparsedPublicKey::new(&sig::ED25519, b64(&jwk.x))
+                .verify(message.as_bytes(), &signature),
+        };
+        assert!(verified.is_ok(), "{alg}");
+
+        let id = f.validator.validate(token).unwrap();
+        assert_eq!(
+            (id.client_id.as_str(), id.kind),
+            ("ci-bot", PrincipalKind::App)
+        );
+        assert!(f.validator.validate_uncached(token).is_ok());
+
+        // ID tokens too.
+        let id_token = f
+            .issuer
+            .issue_id_token(&IdTokenRequest {
+                subject: "u-1".into(),
+                client_id: "flytectl".into(),
+                auth_time: T0,
+                nonce: None,
+                name: String::new(),
+                preferred_username: String::new(),
+                email: String::new(),
+                access_token: token.clone(),
+                session_id: None,
+            })
+            .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg.jsonwebtoken());
+        validation.set_audience(&["flytectl"]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<IdTokenClaims>(&id_token, key.public().decoding_key(), &validation)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_change_of_algorithm_keeps_the_previous_keys_tokens_valid() {
+    let [rsa, ec, ed] = every_kind_of_key();
+    let before = fixture_with(rsa, None)
+        .issuer
+        .issue(&app_request())
+        .unwrap()
+        .access_token;
+    for current in [ec, ed] {
+        let f = fixture_with(current, Some(rsa));
+        assert!(
+            f.validator.validate(&before).is_ok(),
+            "{}",
+            current.algorithm()
+        );
+        let now = f.issuer.issue(&app_request()).unwrap().access_token;
+        assert!(f.validator.validate(&now).is_ok());
+        let jwks = f.ring.jwks();
+        assert_eq!(jwks.keys[0].alg, current.algorithm().as_str());
+        assert_eq!(jwks.keys[1].alg, "RS256");
+    }
+    // And back: an RSA ring still accepting an EC key's tokens.
+    let ec_token = fixture_with(ec, None)
+        .issuer
+        .issue(&app_request())
+        .unwrap()
+        .access_token;
+    assert!(
+        fixture_with(rsa, Some(ec))
+            .validator
+            .validate(&ec_token)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_key_verifies_only_its_own_algorithm() {
+    let [rsa, ec, ed] = every_kind_of_key();
+    let f = fixture_with(ec, Some(rsa));
+    let claims = claims_json();
+    // ES256 token relabelled RS256 (same kid): refused before any signature check.
+    for (key, alg) in [(ec, "RS256"), (ec, "EdDSA"), (rsa, "ES256"), (ed, "RS256")] {
+        let header = json!({"alg": alg, "typ": "at+jwt", "kid": key.kid()});
+        let mut jws = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        key.sign_compact(&mut jws).unwrap();
+        let expected = if key.kid() == ed.kid() {
+            ValidationError::UnknownKey // not in this ring at all
+        } else {
+            ValidationError::UnsupportedAlgorithm
+        };
+        assert_eq!(
+            f.validator.validate(&jws),
+            Err(expected),
+            "{alg} on {:?}",
+            key.algorithm()
+        );
+    }
+    // Signed by the right kind of key but a forged signature: a bad signature, even for ES256.
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": ec.kid()});
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let forged = format!("{message}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+    assert_eq!(
+        f.validator.validate(&forged),
+        Err(ValidationError::BadSignature)
+    );
+    let bad_b64 = format!("{message}.!!!");
+    assert_eq!(
+        f.validator.validate(&bad_b64),
+        Err(ValidationError::Malformed)
+    );
+}
+
+/// Per-operation time of `op`: the best of five rounds of `n / 5` runs after a warm-up (the best round is the
+/// one least disturbed by whatever else the machine runs).
+pub(crate) fn time_per_op(n: u32, mut op: impl FnMut()) -> Duration {
+    for _ in 0..n.div_ceil(20) {
+        op();
+    }
+    let round = n.div_ceil(5);
+    (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            for _ in 0..round {
+                op();
+            }
+            start.elapsed() / round
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "timing: cargo nextest run -p flyteauth-core --release --run-ignored only --no-capture signing_costs"]
+fn signing_costs() {
+    use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
+    let rsa_pem = &test_keys()[0].1;
+    let der = rsa::RsaPrivateKey::from_pkcs1_pem(rsa_pem)
+        .unwrap()
+        .to_pkcs1_der()
+        .unwrap();
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_der(der.as_bytes()).unwrap();
+    let f = fixture();
+    let sample = f.issuer.issue(&app_request()).unwrap();
+    let message = sample
+        .access_token
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .as_bytes()
+        .to_vec();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut sig = vec![0u8; pair.public_modulus_len()];
+    // The issuance before: the same claims (a fresh jti each time) through jsonwebtoken::encode.
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+    header.kid = Some(current_key().kid().to_owned());
+    // Interleaved rounds, best of each: the three see the same disturbances from the rest of the machine.
+    let (mut raw, mut old, mut new) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..10 {
+        raw = raw.min(time_per_op(200, || {
+            pair.sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &rng,
+                &message,
+                &mut sig,
+            )
+            .unwrap();
+        }));
+        old = old.min(time_per_op(100, || {
+            let mut claims = sample.claims.clone();
+            claims.jti = uuid::Uuid::new_v4().to_string();
+            jsonwebtoken::encode(&header, &claims, current_key().encoding_key()).unwrap();
+        }));
+        new = new.min(time_per_op(200, || {
+            f.issuer.issue(&app_request()).unwrap();
+        }));
+    }
+    println!(
+        "RS256-2048: raw RsaKeyPair::sign {:.1} us, old issue() {:.1} us, new issue() {:.1} us ({:+.1}% vs raw)",
+        raw.as_secs_f64() * 1e6,
+        old.as_secs_f64() * 1e6,
+        new.as_secs_f64() * 1e6,
+        (new.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0
+    );
+    for key in every_kind_of_key() {
+        let f = fixture_with(key, None);
+        let issue = time_per_op(2000, || {
+            f.issuer.issue(&app_request()).unwrap();
+        });
+        let token = f.issuer.issue(&app_request()).unwrap().access_token;
+        let first_sight = time_per_op(2000, || {
+            f.validator.validate_uncached(&token).unwrap();
+        });
+        f.validator.validate(&token).unwrap();
+        let hit = time_per_op(200_000, || {
+            f.validator.validate(&token).unwrap();
+        });
+        println!(
+            "{}: issue {:.1} us, first-sight validation {:.1} us, memo hit {} ns, token {} bytes",
+            key.algorithm(),
+            issue.as_secs_f64() * 1e6,
+            first_sight.as_secs_f64() * 1e6,
+            hit.as_nanos(),
+            token.len()
+        );
+    }
+}
+
+#[test]
+#[ignore = "timing: cargo nextest run -p flyteauth-core --release --run-ignored only --no-capture memo_hit_cost"]
+fn memo_hit_cost() {
+    let f = fixture();
+    let token = f.issuer.issue(&app_request()).unwrap().access_token;
+    f.validator.validate(&token).unwrap();
+    let hit = time_per_op(2_000_000, || {
+        f.validator.validate(&token).unwrap();
+    });
+    println!(
+        "memo hit {} ns, token {} bytes",
+        hit.as_nanos(),
+        token.len()
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "measurement: cargo nextest run -p flyteauth-core --release --run-ignored only --no-capture memo_memory"]
+fn memo_memory_of_100k_app_tokens() {
+    let f = fixture();
+    let tokens: Vec<String> = (0..100_000)
+        .map(|i| {
+            let app = format!("app-{}", i % 1000);
+            f.issuer
+                .issue(&AccessTokenRequest {
+                    subject: app.clone(),
+                    client_id: app.clone(),
+                    client_name: Some(format!("Application {}", i % 1000)),
+                    audience: vec![ISSUER.into()],
+                    scopes: vec!["all".into()],
+                    user_info: None,
+                    kind: PrincipalKind::App,
+                    session_id: None,
+                })
+                .unwrap()
+                .access_token
+        })
+        .collect();
+    let before = rss_kib();
+    for token in &tokens {
+        f.validator.validate(token).unwrap();
+    }
+    let after = rss_kib();
+    assert_eq!(f.validator.remembered(), 100_000);
+    println!(
+        "memo: 100000 app tokens ({} bytes each) of 1000 apps: RSS +{} KiB, {} bytes per token",
+        tokens[0].len(),
+        after - before,
+        (after - before) * 1024 / 100_000
+    );
 }

@@ -228,14 +228,17 @@ fn app_token_lifetime_secs(config: &Config) -> i64 {
         .saturating_add(secs(config.flyteauth.token_leeway))
 }
 
-/// The revocation of every token issued to `client_id` up to `now`, kept as long as such a token can live.
+/// The revocation of every token issued to `client_id` up to [`crate::app_cache::REVOCATION_COVER_SECS`] after
+/// `now` (a running server may go on using the app as it read it that long), kept as long as such a token can
+/// live.
 fn app_revocation(config: &Config, client_id: &str, reason: &str, now: i64) -> Revocation {
+    let revoked_at = now.saturating_add(crate::app_cache::REVOCATION_COVER_SECS);
     Revocation {
         kind: RevocationKind::App,
         token_id: client_id.to_owned(),
-        expires_at: now.saturating_add(app_token_lifetime_secs(config)),
+        expires_at: revoked_at.saturating_add(app_token_lifetime_secs(config)),
         reason: reason.to_owned(),
-        revoked_at: now,
+        revoked_at,
     }
 }
 
@@ -252,11 +255,11 @@ pub async fn delete(
     if !store.delete_app(client_id).await? {
         return Err(AppCommandError::NoSuchApp(client_id.to_owned()));
     }
-    // Read after the change: every token the old registration could get was issued by now.
+    // Read after the change: every token the old registration could get here was issued by now; the
+    // revocation's cut-off lies ahead to catch those the servers issue from their copy of the app meanwhile.
     let now = clock.unix_now();
-    store
-        .revoke(&app_revocation(config, client_id, "app.deleted", now))
-        .await?;
+    let revocation = app_revocation(config, client_id, "app.deleted", now);
+    store.revoke(&revocation).await?;
     let detail = serde_json::json!({"organization": app.organization});
     record(
         store,
@@ -264,7 +267,7 @@ pub async fn delete(
         event("app.deleted", client_id, now, detail),
     )
     .await?;
-    super::let_revocation_second_pass(now).await;
+    super::let_revocation_pass(revocation.revoked_at).await;
     Ok(app)
 }
 
@@ -284,21 +287,15 @@ pub async fn rotate_secret(
         return Err(AppCommandError::NoSuchApp(client_id.to_owned()));
     };
     let now = clock.unix_now();
-    store
-        .revoke(&app_revocation(
-            config,
-            client_id,
-            "app.secret_rotated",
-            now,
-        ))
-        .await?;
+    let revocation = app_revocation(config, client_id, "app.secret_rotated", now);
+    store.revoke(&revocation).await?;
     record(
         store,
         format!("the secret of app {client_id} was replaced"),
         event("app.secret_rotated", client_id, now, serde_json::json!({})),
     )
     .await?;
-    super::let_revocation_second_pass(now).await;
+    super::let_revocation_pass(revocation.revoked_at).await;
     Ok(credentials(config, &app, secret))
 }
 

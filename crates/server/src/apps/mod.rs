@@ -23,7 +23,7 @@ use flyteauth_core::clients::{generate_secret, hash_generated_secret};
 use flyteauth_core::identity::{Identity, PrincipalKind};
 use flyteauth_proto::cloudidl::common::ListRequest;
 use flyteauth_proto::cloudidl::identity as pb;
-use flyteauth_store::{AppFilter, AppRecord, RevocationKind, StoreError};
+use flyteauth_store::{AppFilter, AppRecord, StoreError};
 use http::HeaderMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,7 +154,11 @@ pub async fn create(
     let now = state.clock.unix_now();
     let new = spec.into_new_app(hash_generated_secret(&secret).encode(), who.subject(), now);
     let app = state.store.create_app(&new).await.map_err(store_error)?;
-    audit::record(
+    // An app deleted elsewhere under this id may still be held here.
+    state.apps.forget(&app.client_id);
+    // Logged, not failed: the app exists by now, and refusing the answer would only leave its creator to retry
+    // into AlreadyExists without the secret. The same holds for the update and delete below.
+    audit::record_or_log(
         state,
         Event {
             kind: "app.created",
@@ -209,7 +213,8 @@ pub async fn update(
         .map_err(store_error)?
         // Deleted since we read it.
         .ok_or_else(|| no_such_app(&app.client_id))?;
-    audit::record(
+    state.apps.forget(&updated.client_id);
+    audit::record_or_log(
         state,
         Event {
             kind: "app.updated",
@@ -243,9 +248,12 @@ pub async fn delete(
     {
         return Err(no_such_app(&app.client_id));
     }
-    // After the row is gone no new token can be issued, so "issued up to now" covers them all.
-    grants::revoke(state, RevocationKind::App, &app.client_id, "app.deleted").await?;
-    audit::record(
+    // At once, even if the revocation below fails: this replica issues no further token to it.
+    state.apps.forget(&app.client_id);
+    // After the row is gone no new token can be issued here; the cut-off also catches those another replica
+    // issues from its copy of the app until it reads it again.
+    let revoked_at = grants::revoke_app(state, &app.client_id, "app.deleted").await?;
+    audit::record_or_log(
         state,
         Event {
             kind: "app.deleted",
@@ -257,7 +265,7 @@ pub async fn delete(
         },
     )
     .await;
-    let_revocation_second_pass(state.clock.unix_now()).await;
+    let_revocation_pass(revoked_at).await;
     Ok(pb::DeleteAppResponse {})
 }
 
@@ -309,19 +317,25 @@ fn next_page_token(page: &[AppRecord], limit: u32) -> String {
     }
 }
 
-/// Revocations of an app cover its tokens issued at or before a second. When the change happened in the wall
-/// clock's current second, the answer waits for the next one, so a token fetched right after the answer (with
-/// a rotated secret, or for an app re-created under the same id) is not covered by it.
-pub(crate) async fn let_revocation_second_pass(revoked_at: i64) {
+/// Revocations of an app cover its tokens issued at or before a second, which lies a few seconds ahead
+/// ([`grants::revoke_app`]). The answer waits until the wall clock has passed it, so a token fetched right after
+/// the answer (with a rotated secret, or for an app re-created under the same id) is not covered by it. A cut-off
+/// further away than that (a clock that is not the wall clock, in tests) is not waited for.
+pub(crate) async fn let_revocation_pass(revoked_at: i64) {
     let Ok(wall) = SystemTime::now().duration_since(UNIX_EPOCH) else {
         return;
     };
-    if i64::try_from(wall.as_secs()).ok() != Some(revoked_at) {
+    let Ok(cut_off) = u64::try_from(revoked_at) else {
         return;
+    };
+    let next = Duration::from_secs(cut_off.saturating_add(1));
+    let longest = Duration::from_secs(crate::app_cache::REVOCATION_COVER_SECS.unsigned_abs() + 1);
+    match next.checked_sub(wall) {
+        Some(wait) if wait <= longest => {
+            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        }
+        _ => {}
     }
-    let next = Duration::from_secs(wall.as_secs().saturating_add(1));
-    let wait = next.saturating_sub(wall) + Duration::from_millis(5);
-    tokio::time::sleep(wait.min(Duration::from_millis(1100))).await;
 }
 
 #[cfg(test)]

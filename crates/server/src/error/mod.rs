@@ -110,7 +110,15 @@ pub enum ApiError {
         /// Seconds after which trying again may work.
         retry_after: u64,
     },
+    /// The audit event of a credential could not be committed in time, so the credential is withheld (a token
+    /// is never handed out without its `token.issued` row).
+    #[error("the audit trail cannot be written at the moment; try again shortly")]
+    AuditUnavailable(#[from] crate::audit::AuditError),
 }
+
+/// `Retry-After` of [`ApiError::AuditUnavailable`]: about the writer's own wait, the time a database hiccup
+/// takes to clear or not.
+pub const AUDIT_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     /// An internal error whose detail goes to the log only.
@@ -297,6 +305,16 @@ impl IntoResponse for ApiError {
                 retry_after_header(&mut response, *retry_after);
                 response
             }
+            // RFC 6749 §5.2 `temporarily_unavailable`, status 503: the request was fine, the server could not
+            // keep its record of the answer.
+            Self::AuditUnavailable(_) => {
+                let mut response = oauth_error_response(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the server cannot record the issuance at the moment; try again shortly",
+                );
+                retry_after_header(&mut response, AUDIT_RETRY_AFTER_SECS);
+                response
+            }
         }
     }
 }
@@ -338,7 +356,9 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::internal("the server could not complete the request")
             }
             ApiError::RateLimited { .. } => tonic::Status::resource_exhausted(e.to_string()),
-            ApiError::Busy { .. } => tonic::Status::unavailable(e.to_string()),
+            ApiError::Busy { .. } | ApiError::AuditUnavailable(_) => {
+                tonic::Status::unavailable(e.to_string())
+            }
         }
     }
 }

@@ -73,8 +73,22 @@ impl From<super::ApiError> for PageError {
                 hint: Some("Wait a moment, then send the form again.".into()),
                 retry_after: Some(retry_after),
             },
+            super::ApiError::AuditUnavailable(_) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Sign-in not completed".into(),
+                message: "The server cannot keep its record of sign-ins at the moment, so it did not sign you in."
+                    .into(),
+                hint: Some("Wait a moment, then try again.".into()),
+                retry_after: Some(super::AUDIT_RETRY_AFTER_SECS),
+            },
             other => Self::bad_request("Request refused", other.to_string()),
         }
+    }
+}
+
+impl From<crate::audit::AuditError> for PageError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        super::ApiError::from(e).into()
     }
 }
 

@@ -128,7 +128,8 @@ pub async fn authorize(
             detail: serde_json::json!({"family_id": family_id, "scope": request.scopes.join(" ")}),
         },
     )
-    .await;
+    // Fails closed: a code is a credential (and its token's own event is checked again when it is redeemed).
+    .await?;
     Ok(see_other(&success_location(&state, &request, &code)))
 }
 

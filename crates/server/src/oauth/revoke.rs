@@ -62,7 +62,7 @@ async fn revoke_inner(
         if refresh.client_id == client.id {
             grants::revoke_family(state, &refresh.family_id, "refresh.revoked").await?;
             crate::metrics::revoked("refresh_family");
-            audit::record(
+            audit::record_or_log(
                 state,
                 Event {
                     kind: "token.revoked",
@@ -88,7 +88,7 @@ async fn revoke_inner(
         )
         .await?;
         crate::metrics::revoked("access_token");
-        audit::record(
+        audit::record_or_log(
             state,
             Event {
                 kind: "token.revoked",

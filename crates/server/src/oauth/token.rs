@@ -57,6 +57,7 @@ pub async fn token(
             let outcome = match &e {
                 ApiError::ClientAuthentication { .. } => "invalid_client",
                 ApiError::OAuth(o) => o.code.as_str(),
+                ApiError::AuditUnavailable(_) => "temporarily_unavailable",
                 _ => "server_error",
             };
             metrics::token_issued(grant, outcome);

@@ -224,7 +224,8 @@ pub async fn decide(
         )
         .with_hint("Start the sign-in again in your terminal to get a new code."));
     };
-    audit::record(
+    // The decision is stored already and its token's issuance is audited (fail-closed) when the device polls.
+    audit::record_or_log(
         &state,
         Event {
             kind: if approve { "device.approved" } else { "device.denied" },

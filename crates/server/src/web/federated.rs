@@ -155,7 +155,7 @@ async fn complete(
     if !field("error").is_empty() {
         let error = audit::printable(field("error"));
         let description = audit::printable(field("error_description"));
-        audit::record(
+        audit::record_or_log(
             state,
             Event {
                 kind: "login.federated_refused",
@@ -191,7 +191,7 @@ async fn complete(
     let signed_in = match federation.finish(code, pending).await {
         Ok(s) => s,
         Err(e) => {
-            audit::record(
+            audit::record_or_log(
                 state,
                 Event {
                     kind: "login.federated_failed",
@@ -261,7 +261,8 @@ async fn complete(
             detail: serde_json::json!({"username": user.username, "federated": true}),
         },
     )
-    .await;
+    // Fails closed: the session cookie is a credential.
+    .await?;
     crate::metrics::login("success");
     let mut response = if pending.return_to.is_empty() {
         let name = if profile.preferred_username.is_empty() {

@@ -225,7 +225,7 @@ pub async fn submit(
     if let Some(user) = &user
         && user.locked_until > now
     {
-        audit::record(
+        audit::record_or_log(
             &state,
             Event {
                 kind: "login.locked_out",
@@ -282,7 +282,8 @@ pub async fn submit(
                     detail: serde_json::json!({"username": user.username}),
                 },
             )
-            .await;
+            // Fails closed: the session cookie is a credential.
+            .await?;
             crate::metrics::login("success");
             if return_to.is_empty() {
                 let mut response = signed_in_page(&user.username);
@@ -310,7 +311,7 @@ pub async fn submit(
                     .await
                     .map_err(PageError::internal)?;
             }
-            audit::record(&state, Event {
+            audit::record_or_log(&state, Event {
                 kind: "login.failed",
                 client_id: "",
                 subject,

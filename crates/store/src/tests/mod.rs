@@ -50,6 +50,7 @@ suite_per_backend!(
     audit_scrubs_nul,
     audit_list_filters_by_kind_and_since,
     audit_prune_in_batches_keeps_newer_rows,
+    audit_batch_is_one_ordered_write,
     reopen_keeps_data,
     revocations_kinds_are_separate,
     users_roundtrip,

@@ -922,6 +922,77 @@ pub(crate) async fn audit_prune_in_batches_keeps_newer_rows(ctx: Ctx) {
     assert_eq!(s.recent(100).await.unwrap().len(), 4);
 }
 
+pub(crate) async fn audit_batch_is_one_ordered_write(ctx: Ctx) {
+    let s = &ctx.store;
+    s.record_batch(&[]).await.unwrap();
+    assert!(s.recent(10).await.unwrap().is_empty());
+
+    // More rows than one INSERT statement carries, all at one time: the order of the slice is the order of
+    // recording, as if recorded one by one.
+    let n = crate::audit::ROWS_PER_INSERT * 2 + 7;
+    let batch: Vec<AuditEvent> = (0..n)
+        .map(|i| AuditEvent {
+            detail: json!({"i": i}),
+            ..event(T0, &format!("batch.{i}"))
+        })
+        .collect();
+    s.record_batch(&batch).await.unwrap();
+    let listed = s.recent(u32::try_from(n).unwrap() + 10).await.unwrap();
+    assert_eq!(listed.len(), n);
+    let mut expected = batch.clone();
+    expected.reverse();
+    assert_eq!(listed, expected);
+
+    // Scrubbed like record(), and interleaved with it in order.
+    s.record(&event(T0 + 1, "single")).await.unwrap();
+    let evil = AuditEvent {
+        client_id: "evil\0id".to_owned(),
+        detail: json!({"k\0": "v\0"}),
+        ..event(T0 + 1, "evil\0kind")
+    };
+    s.record_batch(&[evil, event(T0 + 1, "last")])
+        .await
+        .unwrap();
+    let newest = s.recent(3).await.unwrap();
+    assert_eq!(kinds(&newest), ["last", "evil\u{FFFD}kind", "single"]);
+    assert_eq!(newest[1].client_id, "evil\u{FFFD}id");
+    assert_eq!(newest[1].detail, json!({"k\u{FFFD}": "v\u{FFFD}"}));
+
+    // Concurrent batches from two stores (two replicas, or two writers) each land whole.
+    let other = ctx.reopen().await;
+    let of = |tag: &str| -> Vec<AuditEvent> {
+        (0..50)
+            .map(|i| event(T0 + 2, &format!("{tag}.{i}")))
+            .collect()
+    };
+    let (a, b) = (of("a"), of("b"));
+    let (ra, rb) = tokio::join!(s.record_batch(&a), other.record_batch(&b));
+    ra.unwrap();
+    rb.unwrap();
+    let since = s
+        .list_audit(
+            &AuditFilter {
+                kind: None,
+                since: Some(T0 + 2),
+            },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 100);
+    for tag in ["a", "b"] {
+        // Each batch's rows are in its order relative to each other.
+        let mine: Vec<&str> = since
+            .iter()
+            .rev()
+            .map(|e| e.kind.as_str())
+            .filter(|k| k.starts_with(&format!("{tag}.")))
+            .collect();
+        let want: Vec<String> = (0..50).map(|i| format!("{tag}.{i}")).collect();
+        assert_eq!(mine, want);
+    }
+}
+
 /// Another process opening the same database re-runs the (already applied) migrations and sees the same data.
 pub(crate) async fn reopen_keeps_data(ctx: Ctx) {
     let s = &ctx.store;

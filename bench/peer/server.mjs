@@ -1,0 +1,86 @@
+// The peer of flyteauth's issuance benchmark (bench/src/bin/peer.rs): node oidc-provider configured to do what
+// flyteauth's token endpoint does for a machine client, client_credentials answered with an RS256-signed JWT
+// access token, and nothing else.
+//
+//   NODE_ENV=production PEER_KEY_FILE=key.pem PEER_CLIENT_ID=id PEER_CLIENT_SECRET=secret \
+//     PEER_RESOURCE=https://api.example node server.mjs PORT
+//
+// Listens on 127.0.0.1:PORT only. The signing key is the PEM file flyteauth signs with (RSA-2048), handed to
+// oidc-provider as a JWK, so both servers make the same RSA operation per token.
+
+import { createPrivateKey, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`server.mjs: ${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const port = Number.parseInt(process.argv[2] ?? '', 10);
+if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+  console.error('usage: node server.mjs PORT');
+  process.exit(2);
+}
+const clientId = required('PEER_CLIENT_ID');
+const clientSecret = required('PEER_CLIENT_SECRET');
+const resource = required('PEER_RESOURCE');
+const jwk = createPrivateKey(readFileSync(required('PEER_KEY_FILE'))).export({ format: 'jwk' });
+if (jwk.kty !== 'RSA') {
+  console.error('server.mjs: PEER_KEY_FILE must hold an RSA private key');
+  process.exit(2);
+}
+
+const issuer = `http://127.0.0.1:${port}`;
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: clientId,
+      client_secret: clientSecret,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: 'all',
+    },
+  ],
+  jwks: { keys: [{ ...jwk, alg: 'RS256', use: 'sig' }] },
+  // Only used by the interactive endpoints, which the benchmark never calls; set so none is made up per start.
+  cookies: { keys: [randomBytes(32).toString('base64url')] },
+  scopes: ['all'],
+  ttl: { ClientCredentials: () => 30 * 60 },
+  features: {
+    clientCredentials: { enabled: true },
+    devInteractions: { enabled: false },
+    // Resource indicators (RFC 8707) are how oidc-provider issues JWT access tokens: every token request
+    // without `resource` gets the default one, whose tokens are RS256 JWTs with the scope `all`.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        audience: resource,
+        scope: 'all',
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: 30 * 60,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
+});
+// Errors still reach the client as OAuth error answers (and fail the benchmark); nothing is logged per request.
+provider.on('server_error', (ctx, err) => {
+  console.error(`server_error: ${err.message}`);
+});
+
+const server = createServer(provider.callback());
+server.keepAliveTimeout = 60_000;
+server.listen(port, '127.0.0.1', () => {
+  console.log(`oidc-provider listening on ${issuer}`);
+});
