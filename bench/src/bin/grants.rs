@@ -27,8 +27,7 @@
 //! `--spare F` (2.0): credentials created per run = F × the fastest rate seen so far × the run's
 //! duration, plus 500.
 //!
-//! The server logs one line per issued token at the default `info` level, on stderr, as a deployment
-//! does; `scripts/bench` sends this binary's stderr to a file.
+//! `scripts/bench` sends this binary's stderr (the server's log) to a file.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -18,8 +18,13 @@
 //!
 //! Target: flyteauth req/s ≥ 2.0 × oidc-provider req/s (the median of the per-round ratios).
 //!
+//! The ceiling: each round also runs the bare RSA-2048 signing loop of the `issuance` benchmark (aws-lc-rs, the
+//! server's key, on the same core, `--sign-duration` s), the rate of a server that did nothing but sign. No RS256
+//! server on this core can pass that rate, so `sign loop / oidc-provider` is the highest ratio any server could
+//! reach here, and `ratio / ceiling` says how much of it flyteauth reaches.
+//!
 //! Options: `--workers N` (1), `--rounds N` (5), `--duration S` per run (5), `--warmup S` per server (2),
-//! `--connections N` (16), `--wrk-cpu N` (unpinned), `--node-cpu N` (0; negative: unpinned; use the core
+//! `--connections N` (16), `--sign-duration S` (3), `--wrk-cpu N` (unpinned), `--node-cpu N` (0; negative: unpinned; use the core
 //! this process is pinned to), `--peer-dir DIR` (bench/peer), `--plot FILE.png` (tokens/s per round of both),
 //! `--font FILE.ttf` (for the plot's text; default: DejaVu Sans or Liberation Sans where installed).
 
@@ -34,7 +39,7 @@ use flyteauth_bench::grant_fixture::{self, CC_CLIENT_ID, Fixture, PEER_BODY};
 use flyteauth_bench::node_peer::{self, Peer, PeerOptions};
 use flyteauth_bench::plot::{self, Chart, Series};
 use flyteauth_bench::process::memory;
-use flyteauth_bench::signing::ServerKey;
+use flyteauth_bench::signing::{ServerKey, SignRun};
 use flyteauth_bench::stats::{median, range, verdict};
 use flyteauth_bench::wrk::{self, CpuSource, Load, LoadCpu, POST_SCRIPT, Summary, WrkRun};
 use flyteauth_bench::{arg, inproc};
@@ -84,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--duration", 5)?;
     let warmup: u64 = arg("--warmup", 2)?;
     let connections: u32 = arg("--connections", 16)?;
+    let sign_seconds: f64 = arg("--sign-duration", 3.0)?;
     let load_cpu = LoadCpu::from_arg(arg("--wrk-cpu", -1)?);
     let node_cpu = usize::try_from(arg::<i64>("--node-cpu", 0)?).ok();
     let dir: PathBuf = arg("--peer-dir", node_peer::default_dir())?;
@@ -91,8 +97,8 @@ fn main() -> anyhow::Result<()> {
         arg("--plot", String::new()).map(|p| (!p.is_empty()).then(|| PathBuf::from(p)))?;
     let font: Option<PathBuf> =
         arg("--font", String::new()).map(|p| (!p.is_empty()).then(|| PathBuf::from(p)))?;
-    if rounds == 0 || seconds == 0 {
-        bail!("--rounds and --duration must be at least 1");
+    if rounds == 0 || seconds == 0 || sign_seconds.is_nan() || sign_seconds <= 0.0 {
+        bail!("--rounds and --duration must be at least 1, --sign-duration above 0");
     }
     let node = node_peer::node_version()?;
     let version = node_peer::ensure_installed(&dir)?;
@@ -133,6 +139,11 @@ fn main() -> anyhow::Result<()> {
     let ours =
         grant_fixture::exchange_at(addr, FLYTEAUTH_PATH, Some(&fixture.cc_basic), PEER_BODY)?;
     let (_, claims) = key.verify_jwt(&ours).context("flyteauth's token")?;
+    // What the sign loop signs: the signing input of a token like the ones measured.
+    let signing_input = ours
+        .rsplit_once('.')
+        .map(|(input, _)| input.as_bytes().to_vec())
+        .context("flyteauth's token has no signature part")?;
     if claims["sub"] != CC_CLIENT_ID {
         bail!("flyteauth's token is for {}", claims["sub"]);
     }
@@ -199,6 +210,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut flyteauth: Vec<WrkRun> = Vec::with_capacity(rounds);
     let mut oidc: Vec<WrkRun> = Vec::with_capacity(rounds);
+    let mut signs: Vec<SignRun> = Vec::with_capacity(rounds);
     for round in 0..rounds {
         // Alternate which server goes first, so neither always gets the calmer half of a round.
         let order = if round % 2 == 0 {
@@ -213,10 +225,13 @@ fn main() -> anyhow::Result<()> {
                 Side::OidcProvider => oidc.push(r),
             }
         }
-        let (f, o) = (flyteauth[round], oidc[round]);
+        // Both servers are idle now (no connection), so the loop has the core to itself.
+        signs.push(key.sign_loop(&signing_input, Duration::from_secs_f64(sign_seconds))?);
+        let (f, o, g) = (flyteauth[round], oidc[round], signs[round]);
         println!(
             "round {}: flyteauth {:.0} req/s (p50 {:.0} us, p99 {:.0} us, {:.0} us CPU/req)  oidc-provider {:.0} \
-             req/s (p50 {:.0} us, p99 {:.0} us, {:.0} us CPU/req)  ratio {:.3}",
+             req/s (p50 {:.0} us, p99 {:.0} us, {:.0} us CPU/req)  ratio {:.3}  sign loop {:.0}/s ({:.1} us) \
+             ceiling {:.3}",
             round + 1,
             f.rps,
             f.p50_us,
@@ -226,7 +241,10 @@ fn main() -> anyhow::Result<()> {
             o.p50_us,
             o.p99_us,
             o.cpu_us,
-            f.rps / o.rps
+            f.rps / o.rps,
+            g.per_s,
+            g.cpu_us,
+            g.per_s / o.rps
         );
     }
     let node_memory = memory(peer.pid)?;
@@ -241,6 +259,21 @@ fn main() -> anyhow::Result<()> {
     let ratio = median(&ratios);
     let (lo, hi) = range(&ratios);
     let (f, o) = (Summary::of(&flyteauth), Summary::of(&oidc));
+    let ceilings: Vec<f64> = signs
+        .iter()
+        .zip(&oidc)
+        .map(|(g, o)| g.per_s / o.rps)
+        .collect();
+    let ceiling = median(&ceilings);
+    let (ceiling_lo, ceiling_hi) = range(&ceilings);
+    let shares: Vec<f64> = flyteauth
+        .iter()
+        .zip(&signs)
+        .map(|(f, g)| f.rps / g.per_s)
+        .collect();
+    let share = median(&shares);
+    let sign_per_s = median(&signs.iter().map(|g| g.per_s).collect::<Vec<_>>());
+    let sign_us = median(&signs.iter().map(|g| g.cpu_us).collect::<Vec<_>>());
     println!();
     println!(
         "median flyteauth     {:>7.0} req/s  p50 {:.0} us  p99 {:.0} us  server CPU {:.0} us/req",
@@ -259,13 +292,21 @@ fn main() -> anyhow::Result<()> {
         "flyteauth / oidc-provider {ratio:.3}  (per-round {lo:.3}..{hi:.3}; target >= {TARGET_RATIO}) {}",
         verdict(ratio >= TARGET_RATIO)
     );
+    println!(
+        "ceiling: the bare sign loop {sign_per_s:.0}/s ({sign_us:.1} us each) / oidc-provider {ceiling:.3} \
+         (per-round {ceiling_lo:.3}..{ceiling_hi:.3}): the ratio of a server that only signed; flyteauth reaches \
+         {share:.3} of the sign loop, {:.3} of the ceiling ratio",
+        ratio / ceiling
+    );
 
     let mut plotted = "none".to_owned();
     if let Some(out) = &plot_file {
         let f_rps: Vec<f64> = flyteauth.iter().map(|r| r.rps).collect();
         let o_rps: Vec<f64> = oidc.iter().map(|r| r.rps).collect();
+        let g_rps: Vec<f64> = signs.iter().map(|g| g.per_s).collect();
         let title = format!(
-            "client_credentials tokens/s on one core (RS256, RSA-2048): flyteauth {ratio:.2}x oidc-provider"
+            "client_credentials tokens/s on one core (RS256, RSA-2048): flyteauth {ratio:.2}x oidc-provider \
+             (a server that only signed: {ceiling:.2}x)"
         );
         let o_name = format!("oidc-provider {version} (node {node})");
         let drawn = plot::find_font(font.as_deref()).and_then(|font| {
@@ -282,6 +323,10 @@ fn main() -> anyhow::Result<()> {
                         Series {
                             name: &o_name,
                             values: &o_rps,
+                        },
+                        Series {
+                            name: "bare RSA-2048 sign loop (no server can pass it)",
+                            values: &g_rps,
                         },
                     ],
                 },
@@ -318,6 +363,13 @@ fn main() -> anyhow::Result<()> {
         node_memory.rss as f64 / 1e6
     );
     println!("RESULT peer.ratio {ratio:.3}");
+    println!("RESULT peer.sign_per_s {sign_per_s:.0}");
+    println!("RESULT peer.sign_us {sign_us:.1}");
+    println!("RESULT peer.ceiling {ceiling:.3}");
+    println!("RESULT peer.ceiling_range {ceiling_lo:.3}..{ceiling_hi:.3}");
+    println!("RESULT peer.share_of_sign_loop {share:.3}");
+    println!("RESULT peer.share_of_ceiling {:.3}", ratio / ceiling);
+    println!("RESULT peer.sign_duration_s {sign_seconds}");
     println!("RESULT peer.ratio_range {lo:.3}..{hi:.3}");
     let per_round: Vec<String> = flyteauth
         .iter()

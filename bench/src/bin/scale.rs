@@ -165,9 +165,12 @@ fn widen_current_thread() {
     let Some(tid) = link.file_name().and_then(|t| t.to_str()).map(str::to_owned) else {
         return;
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Every CPU the machine has online (`available_parallelism` would only count this process's mask).
+    let Ok(online) = std::fs::read_to_string("/sys/devices/system/cpu/online") else {
+        return;
+    };
     let _ = std::process::Command::new("taskset")
-        .args(["-p", "-c", &format!("0-{}", cpus.saturating_sub(1)), &tid])
+        .args(["-p", "-c", online.trim(), &tid])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
@@ -181,31 +184,34 @@ fn mint(
     per_app: usize,
 ) -> anyhow::Result<Vec<String>> {
     let threads = 2usize;
-    let chunk = apps.len().div_ceil(threads).max(1);
+    // Split by token, not by app, so a single app's flood is minted on both threads too.
+    let jobs: Vec<&String> = apps
+        .iter()
+        .flat_map(|id| std::iter::repeat_n(id, per_app))
+        .collect();
+    let chunk = jobs.len().div_ceil(threads).max(1);
     let results: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = apps
+        let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|ids| {
                 scope.spawn(move || -> anyhow::Result<Vec<String>> {
                     widen_current_thread();
-                    let mut out = Vec::with_capacity(ids.len() * per_app);
+                    let mut out = Vec::with_capacity(ids.len());
                     for id in ids {
-                        for _ in 0..per_app {
-                            let issued = state
-                                .issuer
-                                .issue(&AccessTokenRequest {
-                                    subject: id.clone(),
-                                    client_id: id.clone(),
-                                    client_name: Some(format!("scale benchmark {id}")),
-                                    audience: template.audience.clone(),
-                                    scopes: template.scopes.clone(),
-                                    user_info: None,
-                                    kind: PrincipalKind::App,
-                                    session_id: None,
-                                })
-                                .map_err(|e| anyhow::anyhow!("mint a token of {id}: {e}"))?;
-                            out.push(issued.access_token);
-                        }
+                        let issued = state
+                            .issuer
+                            .issue(&AccessTokenRequest {
+                                subject: (*id).clone(),
+                                client_id: (*id).clone(),
+                                client_name: Some(format!("scale benchmark {id}")),
+                                audience: template.audience.clone(),
+                                scopes: template.scopes.clone(),
+                                user_info: None,
+                                kind: PrincipalKind::App,
+                                session_id: None,
+                            })
+                            .map_err(|e| anyhow::anyhow!("mint a token of {id}: {e}"))?;
+                        out.push(issued.access_token);
                     }
                     Ok(out)
                 })
@@ -512,6 +518,10 @@ fn main() -> anyhow::Result<()> {
     let memo_start = state.validator.remembered();
     let warm = present(large.server.addr, &churn, clients).context("churn warm-up")?;
     let memo_warm = state.validator.remembered();
+    let rss_warm = memory(std::process::id())?.rss;
+    // What the memo (and whatever the server keeps per identity with it) took per token it remembered.
+    let per_token = rss_warm.saturating_sub(rss_before) as f64
+        / memo_warm.saturating_sub(memo_start).max(1) as f64;
     println!(
         "warm-up: {} tokens presented once each, {:.0} req/s, {:.1} us server CPU/req; memo {memo_start} -> \
          {memo_warm} tokens",
@@ -644,9 +654,10 @@ fn main() -> anyhow::Result<()> {
         verdict(churn_ratio >= TARGET_RATIO)
     );
     println!(
-        "VmRSS {:.1} MB before the first presentation, {:.1} MB after the churn load (+{:.1} MB); memo {memo_churn} \
-         tokens",
+        "VmRSS {:.1} MB before the first presentation, {:.1} MB after it ({per_token:.0} bytes per remembered \
+         token), {:.1} MB after the churn load (+{:.1} MB); memo {memo_churn} tokens",
         rss_before as f64 / 1e6,
+        rss_warm as f64 / 1e6,
         rss_after as f64 / 1e6,
         rss_after.saturating_sub(rss_before) as f64 / 1e6
     );
@@ -704,6 +715,8 @@ fn main() -> anyhow::Result<()> {
     println!("RESULT scale.memo_after_warmup {memo_warm}");
     println!("RESULT scale.memo_after_churn {memo_churn}");
     println!("RESULT scale.rss_before_mb {:.1}", rss_before as f64 / 1e6);
+    println!("RESULT scale.rss_warm_mb {:.1}", rss_warm as f64 / 1e6);
+    println!("RESULT scale.rss_per_token_bytes {per_token:.0}");
     println!("RESULT scale.rss_mb {:.1}", rss_after as f64 / 1e6);
     println!(
         "RESULT scale.rss_growth_mb {:.1}",
