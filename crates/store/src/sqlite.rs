@@ -1,5 +1,11 @@
 //! SQLite backend: one file (or memory), one server process.
 //!
+//! Writes go through one connection of their own and reads through a small pool beside it. SQLite admits one
+//! writer at a time: with writers spread over several connections, the one that loses the lock sleeps in the
+//! busy handler (1, 2, 5, 10 … ms) while the winner's commit takes microseconds, so under load requests queued
+//! behind sleeping connections. On one connection they queue in the pool instead and are served in order, and
+//! under WAL the readers never wait for the writer.
+//!
 //! Most writes are a single autocommit statement. The few operations that need several statements (rotating a
 //! refresh token, creating or polling a device code) run in a `BEGIN IMMEDIATE` transaction, which takes the
 //! write lock before reading and so waits in SQLite's busy handler like a single statement does; a deferred
@@ -37,8 +43,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// SQLite has a single writer; more connections only help concurrent reads.
-const MAX_CONNECTIONS: u32 = 4;
+/// Connections for reads; writes have one connection of their own (see the module documentation).
+const READ_CONNECTIONS: u32 = 4;
 
 macro_rules! app_columns {
     () => {
@@ -88,7 +94,10 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// A [`Store`] on SQLite.
 pub(crate) struct SqliteStore {
-    pool: SqlitePool,
+    /// The one connection every write goes through.
+    writer: SqlitePool,
+    /// Connections for reads; the writer itself for an in-memory database.
+    reader: SqlitePool,
     /// The file path, or `:memory:`; for `Debug` and logs.
     location: String,
 }
@@ -108,47 +117,66 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
 
-        let (options, pool_options, location) = if memory {
-            // An in-memory database exists only while a connection to it is open, and connections sharing one
-            // through the shared cache lock whole tables without honouring busy_timeout: so exactly one
-            // connection, kept forever.
-            let pool = SqlitePoolOptions::new()
+        let options = options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
+        // The writer is opened first and runs the migrations, so that readers only ever see the migrated schema.
+        let one_connection = || {
+            SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .acquire_timeout(ACQUIRE_TIMEOUT);
-            (options, pool, ":memory:".to_owned())
-        } else {
-            let path = options.get_filename().to_path_buf();
-            if !read_only {
-                prepare_file(&path).await?;
-            }
-            let options = options
-                .create_if_missing(!read_only)
-                .journal_mode(SqliteJournalMode::Wal)
-                // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the last
-                // transactions, which is acceptable for an embedded single-node deployment.
-                .synchronous(SqliteSynchronous::Normal);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(ACQUIRE_TIMEOUT);
-            (options, pool, path.display().to_string())
+                .acquire_timeout(ACQUIRE_TIMEOUT)
         };
-        let options = options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
-
-        let pool = pool_options
+        if memory {
+            // An in-memory database exists only while a connection to it is open, and connections sharing one
+            // through the shared cache lock whole tables without honouring busy_timeout: so exactly one
+            // connection, kept forever, for reads and writes alike.
+            let writer = one_connection()
+                .connect_with(options)
+                .await
+                .map_err(error::connect)?;
+            MIGRATOR.run(&writer).await.map_err(error::migrate)?;
+            tracing::debug!(location = ":memory:", "sqlite store ready");
+            return Ok(SqliteStore {
+                reader: writer.clone(),
+                writer,
+                location: ":memory:".to_owned(),
+            });
+        }
+        let path = options.get_filename().to_path_buf();
+        if !read_only {
+            prepare_file(&path).await?;
+        }
+        let options = options
+            .create_if_missing(!read_only)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the last
+            // transactions, which is acceptable for an embedded single-node deployment.
+            .synchronous(SqliteSynchronous::Normal);
+        let writer = one_connection()
+            .connect_with(options.clone())
+            .await
+            .map_err(error::connect)?;
+        MIGRATOR.run(&writer).await.map_err(error::migrate)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(error::connect)?;
-        MIGRATOR.run(&pool).await.map_err(error::migrate)?;
+        let location = path.display().to_string();
         tracing::debug!(location = %location, "sqlite store ready");
-        Ok(SqliteStore { pool, location })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            location,
+        })
     }
 
+    /// The write connection, for tests that inspect or tamper with rows directly.
     #[cfg(test)]
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 }
 
@@ -295,7 +323,7 @@ impl AppStore for SqliteStore {
         .bind(encode_list(&app.redirect_uris)?)
         .bind(&app.created_by)
         .bind(app.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| db_unique(e, "app", &app.client_id))?;
         Ok(app.to_record())
@@ -311,7 +339,7 @@ impl AppStore for SqliteStore {
             " FROM apps WHERE client_id = ?1"
         ))
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(app_from_row).transpose()
@@ -338,7 +366,7 @@ impl AppStore for SqliteStore {
             ))
             .bind(i64::from(limit)),
         };
-        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+        let rows = query.fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(app_from_row).collect()
     }
 
@@ -374,7 +402,7 @@ impl AppStore for SqliteStore {
         query
             .push(" ORDER BY client_id LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+        let rows = query.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(app_from_row).collect()
     }
 
@@ -408,7 +436,7 @@ impl AppStore for SqliteStore {
         .bind(list(&update.audience)?)
         .bind(list(&update.redirect_uris)?)
         .bind(update.updated_at)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(db)?;
         row.as_ref().map(app_from_row).transpose()
@@ -420,7 +448,7 @@ impl AppStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM apps WHERE client_id = ?1")
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -450,7 +478,7 @@ impl RevocationStore for SqliteStore {
         .bind(&r.reason)
         .bind(r.revoked_at)
         .bind(r.kind.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(())
@@ -462,7 +490,7 @@ impl RevocationStore for SqliteStore {
              WHERE expires_at >= ?1 ORDER BY seq",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(db)?;
         rows.iter().map(revocation_from_row).collect()
@@ -474,7 +502,7 @@ impl RevocationStore for SqliteStore {
              WHERE seq > ?1 ORDER BY seq",
         )
         .bind(seq)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(db)?;
         rows.iter()
@@ -485,7 +513,7 @@ impl RevocationStore for SqliteStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM revocations WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -507,7 +535,7 @@ impl AuditStore for SqliteStore {
         .bind(&*e.outcome)
         .bind(&*e.remote_addr)
         .bind(&e.detail)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(())
@@ -521,7 +549,7 @@ impl AuditStore for SqliteStore {
             .iter()
             .map(StoredEvent::of)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
@@ -565,7 +593,7 @@ impl AuditStore for SqliteStore {
         query
             .push(" ORDER BY at DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.pool).await.map_err(db)?;
+        let rows = query.build().fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -580,7 +608,7 @@ impl AuditStore for SqliteStore {
         )
         .bind(before)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
@@ -709,7 +737,7 @@ impl UserStore for SqliteStore {
         .bind(&user.password_hash)
         .bind(user.is_admin)
         .bind(user.created_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| {
             db_unique_either(
@@ -744,7 +772,7 @@ impl UserStore for SqliteStore {
         .bind(&user.display_name)
         .bind(encode_groups(&user.groups)?)
         .bind(user.now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(|e| {
             db_unique_either(
@@ -773,7 +801,7 @@ impl UserStore for SqliteStore {
             " FROM users WHERE username = ?1"
         ))
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(user_from_row).transpose()
@@ -789,7 +817,7 @@ impl UserStore for SqliteStore {
             " FROM users WHERE subject = ?1"
         ))
         .bind(subject)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(user_from_row).transpose()
@@ -815,13 +843,13 @@ impl UserStore for SqliteStore {
             ))
             .bind(i64::from(limit)),
         };
-        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+        let rows = query.fetch_all(&self.reader).await.map_err(db)?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await
             .map_err(db)?;
         u64::try_from(n).map_err(|e| error::corrupt("users", "count", e))
@@ -844,7 +872,7 @@ impl UserStore for SqliteStore {
         .bind(username)
         .bind(password_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -864,7 +892,7 @@ impl UserStore for SqliteStore {
                 .bind(username)
                 .bind(disabled)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -890,7 +918,7 @@ impl UserStore for SqliteStore {
         .bind(username)
         .bind(i64::from(max_failures))
         .bind(lock_end(now, lock_for_secs))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(db)?;
         row.map(|row| {
@@ -911,7 +939,7 @@ impl UserStore for SqliteStore {
         )
         .bind(username)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -940,7 +968,7 @@ impl CodeStore for SqliteStore {
         .bind(code.auth_time)
         .bind(code.created_at)
         .bind(code.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| db_unique(e, "authorization code", REDACTED_KEY))?;
         Ok(())
@@ -962,7 +990,7 @@ impl CodeStore for SqliteStore {
         ))
         .bind(code_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(db)?;
         if let Some(row) = claimed {
@@ -978,7 +1006,7 @@ impl CodeStore for SqliteStore {
             " FROM authorization_codes WHERE code_hash = ?1"
         ))
         .bind(code_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         Ok(row
@@ -991,7 +1019,7 @@ impl CodeStore for SqliteStore {
     async fn purge_expired_codes(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM authorization_codes WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1002,7 +1030,7 @@ impl CodeStore for SqliteStore {
 impl RefreshStore for SqliteStore {
     async fn create_refresh_token(&self, token: &NewRefreshToken) -> Result<(), StoreError> {
         token.validate()?;
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         // The no-op update makes RETURNING yield the family whether or not it was just created.
         let owner = sqlx::query(
             "INSERT INTO refresh_families \
@@ -1040,7 +1068,7 @@ impl RefreshStore for SqliteStore {
             return Ok(Rotation::NotFound);
         }
         // The write lock is held from the read on, so concurrent rotations run one after the other.
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let row = sqlx::query(concat!(
             "SELECT ",
             refresh_columns!(),
@@ -1100,7 +1128,7 @@ impl RefreshStore for SqliteStore {
              WHERE t.token_hash = ?1"
         ))
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(refresh_from_row).transpose()
@@ -1115,7 +1143,7 @@ impl RefreshStore for SqliteStore {
         )
         .bind(family_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1135,7 +1163,7 @@ impl RefreshStore for SqliteStore {
         )
         .bind(subject)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await
         .map_err(db)?;
         ids.sort();
@@ -1143,7 +1171,7 @@ impl RefreshStore for SqliteStore {
     }
 
     async fn purge_expired_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?1")
             .bind(now)
             .execute(&mut *tx)
@@ -1177,7 +1205,7 @@ impl SessionStore for SqliteStore {
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(&session.idp_id_token)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| db_unique(e, "session", REDACTED_KEY))?;
         Ok(session.to_record())
@@ -1193,7 +1221,7 @@ impl SessionStore for SqliteStore {
             " FROM sessions WHERE session_hash = ?1"
         ))
         .bind(session_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(session_from_row).transpose()
@@ -1206,7 +1234,7 @@ impl SessionStore for SqliteStore {
         let done = sqlx::query("UPDATE sessions SET last_seen_at = ?2 WHERE session_hash = ?1")
             .bind(session_hash)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1218,7 +1246,7 @@ impl SessionStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM sessions WHERE session_hash = ?1")
             .bind(session_hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1230,7 +1258,7 @@ impl SessionStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM sessions WHERE username = ?1")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1239,7 +1267,7 @@ impl SessionStore for SqliteStore {
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1275,7 +1303,7 @@ impl DeviceStore for SqliteStore {
     ) -> Result<DeviceCodeRecord, StoreError> {
         code.validate()?;
         // One transaction holding the write lock: the delete of an expired holder and the insert happen together.
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         sqlx::query("DELETE FROM device_codes WHERE user_code = ?1 AND expires_at <= ?2")
             .bind(&code.user_code)
             .bind(code.created_at)
@@ -1325,7 +1353,7 @@ impl DeviceStore for SqliteStore {
         ))
         .bind(user_code)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
         row.as_ref().map(device_from_row).transpose()
@@ -1359,7 +1387,7 @@ impl DeviceStore for SqliteStore {
         .bind(family_id)
         .bind(auth_time)
         .bind(DeviceStatus::Pending.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(db)?;
         row.as_ref().map(device_from_row).transpose()
@@ -1374,7 +1402,7 @@ impl DeviceStore for SqliteStore {
             return Ok(DevicePoll::NotFound);
         }
         // The write lock is held from the read on, so concurrent polls of one code run one after the other.
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
@@ -1417,7 +1445,7 @@ impl DeviceStore for SqliteStore {
     async fn purge_expired_device_codes(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM device_codes WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1428,7 +1456,7 @@ impl DeviceStore for SqliteStore {
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(())
@@ -1530,7 +1558,7 @@ mod tests {
         let index: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'revocations_expires_at'",
         )
-        .fetch_optional(store.pool())
+        .fetch_optional(store.writer())
         .await
         .unwrap();
         assert!(index.is_some());
@@ -1589,7 +1617,7 @@ mod tests {
         assert_eq!(session.idp_id_token, None);
         // The table stays STRICT: a blob is refused by the new text columns, not stored as is.
         let refused = sqlx::query("UPDATE users SET groups = X'5B5D' WHERE username = 'old'")
-            .execute(store.pool())
+            .execute(store.writer())
             .await;
         assert!(refused.is_err(), "{refused:?}");
     }
@@ -1636,7 +1664,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("f.db").display());
         let store = SqliteStore::connect(&url).await.unwrap();
-        let pool = store.pool();
+        let pool = store.writer();
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(pool)
             .await
@@ -1719,5 +1747,69 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", blocker.join("db.sqlite").display());
         let err = SqliteStore::connect(&url).await.unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    }
+
+    fn test_app(client_id: &str) -> NewApp {
+        NewApp {
+            client_id: client_id.to_owned(),
+            client_name: client_id.to_owned(),
+            organization: String::new(),
+            secret_hash: format!("sha256:{}", "0f".repeat(32)),
+            grant_types: vec!["client_credentials".to_owned()],
+            scopes: vec![],
+            audience: vec![],
+            redirect_uris: vec![],
+            created_by: "test".to_owned(),
+            created_at: 1,
+        }
+    }
+
+    /// Writers spread over several connections collided on SQLite's lock and the losers slept in the busy
+    /// handler, which halved the authorization-code grant under load. Every write now waits for the one write
+    /// connection, and reads go on beside it.
+    #[tokio::test]
+    async fn writes_queue_for_one_connection_while_reads_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("db.sqlite").display()
+        );
+        let store = std::sync::Arc::new(SqliteStore::connect(&url).await.unwrap());
+        assert_eq!(store.writer.options().get_max_connections(), 1);
+        store.create_app(&test_app("first")).await.unwrap();
+
+        // Hold the write connection in the middle of a write transaction.
+        let mut held = store.writer.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move { store.create_app(&test_app("second")).await }
+        });
+        // Reads are served while the writer is busy ...
+        let read = tokio::time::timeout(Duration::from_secs(5), store.get_app("first"))
+            .await
+            .expect("a read waited for the writer")
+            .unwrap();
+        assert_eq!(read.unwrap().client_id, "first");
+        // ... and the write waits for the connection rather than failing or racing it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !queued.is_finished(),
+            "a write ran beside a held write transaction"
+        );
+
+        sqlx::query("COMMIT").execute(&mut *held).await.unwrap();
+        drop(held);
+        let created = tokio::time::timeout(Duration::from_secs(5), queued)
+            .await
+            .expect("the queued write never ran")
+            .unwrap()
+            .unwrap();
+        assert_eq!(created.client_id, "second");
+        assert!(store.get_app("second").await.unwrap().is_some());
     }
 }
