@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use axum::Router;
+use flyteauth_core::keys::SigningAlgorithm;
 use flyteauth_server::serve::{self, ServeOptions};
 use flyteauth_server::state::AppState;
 use flyteauth_server::{app, listener};
@@ -33,11 +34,26 @@ pub struct Running {
 /// server's state) mounted inside the production router, behind the same middleware as every real
 /// route.
 pub async fn start(extra: impl FnOnce(&AppState) -> Router) -> anyhow::Result<Running> {
+    start_signing(SigningAlgorithm::Rs256, extra).await
+}
+
+/// [`start`] with tokens signed under `algorithm` (`flyteauth.signingAlgorithm`, with a fresh key of its kind).
+pub async fn start_signing(
+    algorithm: SigningAlgorithm,
+    extra: impl FnOnce(&AppState) -> Router,
+) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
-    flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets"))?;
-    let config_file = fixture::write_config(addr.port(), dir.path())?;
+    flyteauth_core::secrets::write_fresh_set_for(&dir.path().join("secrets"), algorithm)?;
+    let config_file = dir.path().join("flyteauth.yaml");
+    let yaml = fixture::config_yaml_with(
+        addr.port(),
+        dir.path(),
+        10,
+        &format!("  signingAlgorithm: {}\n", algorithm.as_str()),
+    )?;
+    std::fs::write(&config_file, yaml)?;
     let prepared = serve::prepare(&ServeOptions {
         config_file: Some(config_file),
         ..ServeOptions::default()

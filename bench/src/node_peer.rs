@@ -89,8 +89,10 @@ pub struct Peer {
 pub struct PeerOptions<'a> {
     /// `bench/peer`, with oidc-provider installed.
     pub dir: &'a Path,
-    /// The RSA private key (PEM) it signs with.
+    /// The private key (PEM) it signs with: RSA for RS256, EC P-256 for ES256.
     pub key_file: &'a Path,
+    /// The JWS algorithm of its access tokens: `RS256` or `ES256`.
+    pub alg: &'a str,
     /// [`CLIENT_ID`]'s secret.
     pub secret: &'a str,
     /// The resource (the `aud` of its access tokens).
@@ -126,6 +128,7 @@ pub fn start(options: &PeerOptions<'_>) -> anyhow::Result<Peer> {
         .env("PEER_CLIENT_ID", CLIENT_ID)
         .env("PEER_CLIENT_SECRET", options.secret)
         .env("PEER_RESOURCE", options.resource)
+        .env("PEER_ALG", options.alg)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -160,44 +163,50 @@ mod tests {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
 
-    /// The peer issues an RS256 JWT access token signed with the key it was given. Needs node and an installed
-    /// `bench/peer` (`npm ci` there; `scripts/test-all` does it): without them it fails, never skips.
+    /// The peer issues RS256 and ES256 JWT access tokens signed with the key it was given. Needs node and an
+    /// installed `bench/peer` (`npm ci` there; `scripts/test-all` does it): without them it fails, never skips.
     #[test]
-    fn the_peer_issues_rs256_jwts_with_the_given_key() -> anyhow::Result<()> {
+    fn the_peer_issues_jwts_with_the_given_key() -> anyhow::Result<()> {
+        use flyteauth_core::keys::SigningAlgorithm;
         let dir = default_dir();
         node_version().context("node is needed by this test (apt-get install nodejs)")?;
         installed_version(&dir)
             .context("bench/peer/node_modules is missing: run `npm ci` in bench/peer")?;
-        let tmp = tempfile::tempdir()?;
-        flyteauth_core::secrets::write_fresh_set(&tmp.path().join("secrets"))?;
-        let key_file = tmp
-            .path()
-            .join("secrets")
-            .join(flyteauth_core::secrets::TOKEN_RSA_KEY);
-        let key = ServerKey::from_file(&key_file)?;
-        let secret = flyteauth_core::clients::generate_secret();
-        let peer = start(&PeerOptions {
-            dir: &dir,
-            key_file: &key_file,
-            secret: &secret,
-            resource: "https://api.bench.invalid",
-            cpu: None,
-            log: &tmp.path().join("peer.log"),
-            limit: Duration::from_secs(120),
-        })?;
-        let basic = format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}")));
-        let token = crate::grant_fixture::exchange_at(
-            peer.addr,
-            TOKEN_PATH,
-            Some(&basic),
-            crate::grant_fixture::PEER_BODY,
-        )?;
-        let (header, claims) = key.verify_jwt(&token)?;
-        assert_eq!(header["typ"], "at+jwt");
-        assert_eq!(claims["client_id"], CLIENT_ID);
-        assert_eq!(claims["aud"], "https://api.bench.invalid");
-        assert_eq!(claims["iss"], peer.issuer.as_str());
-        peer.guard.kill();
+        for algorithm in [SigningAlgorithm::Rs256, SigningAlgorithm::Es256] {
+            let tmp = tempfile::tempdir()?;
+            flyteauth_core::secrets::write_fresh_set_for(&tmp.path().join("secrets"), algorithm)?;
+            let key_file = tmp
+                .path()
+                .join("secrets")
+                .join(flyteauth_core::secrets::TOKEN_RSA_KEY);
+            let key = ServerKey::from_file(&key_file)?;
+            let secret = flyteauth_core::clients::generate_secret();
+            let peer = start(&PeerOptions {
+                dir: &dir,
+                key_file: &key_file,
+                alg: algorithm.as_str(),
+                secret: &secret,
+                resource: "https://api.bench.invalid",
+                cpu: None,
+                log: &tmp.path().join("peer.log"),
+                limit: Duration::from_secs(120),
+            })?;
+            let basic = format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}")));
+            let token = crate::grant_fixture::exchange_at(
+                peer.addr,
+                TOKEN_PATH,
+                Some(&basic),
+                crate::grant_fixture::PEER_BODY,
+            )?;
+            // verify_jwt insists on the key's own algorithm.
+            let (header, claims) = key.verify_jwt(&token)?;
+            assert_eq!(header["alg"], algorithm.as_str());
+            assert_eq!(header["typ"], "at+jwt");
+            assert_eq!(claims["client_id"], CLIENT_ID);
+            assert_eq!(claims["aud"], "https://api.bench.invalid");
+            assert_eq!(claims["iss"], peer.issuer.as_str());
+            peer.guard.kill();
+        }
         Ok(())
     }
 }

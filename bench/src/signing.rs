@@ -1,10 +1,10 @@
-//! The server's own RSA signing key, loaded a second time for the benchmarks' baselines: a bare aws-lc-rs
-//! `RsaKeyPair::sign` loop (the floor of token issuance) and the RS256 check of tokens from either server of the
-//! peer benchmark.
+//! The server's own signing key, loaded a second time for the benchmarks' baselines: a bare aws-lc-rs signing
+//! loop (the floor of token issuance) and the check of tokens from either server of the peer benchmark. RS256
+//! (RSA, the default every Flyte client expects) or ES256 (EC P-256, `flyteauth.signingAlgorithm: ES256`).
 //!
-//! The key comes from the file the server read at start-up (`token_rsa_key.pem` in its secrets directory), and
-//! is checked against the public key the server publishes, so the baseline signs with exactly the key the
-//! token endpoint signs with.
+//! The key comes from the file the server read at start-up (`token_rsa_key.pem` in its secrets directory,
+//! whatever the kind of key), and is checked against the public key the server publishes, so the baseline signs
+//! with exactly the key the token endpoint signs with.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,25 +12,33 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    KeyPair as _, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use flyteauth_server::state::AppState;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
-use rsa::pkcs8::DecodePrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, SecretDocument};
 use rsa::traits::PublicKeyParts;
+
+/// The key pair, parsed once.
+#[derive(Debug)]
+enum Pair {
+    /// The key pair and its modulus (big-endian).
+    Rsa(RsaKeyPair, Vec<u8>),
+    P256(EcdsaKeyPair),
+}
 
 /// The server's signing key, parsed once.
 #[derive(Debug)]
 pub struct ServerKey {
-    pair: RsaKeyPair,
+    pair: Pair,
     /// The PEM file it was read from (what the peer server is given too).
     pub path: PathBuf,
-    /// The modulus in bits.
+    /// The size of the key in bits (the RSA modulus, or 256 for P-256).
     pub bits: usize,
-    modulus: Vec<u8>,
 }
 
 /// Where a server built from `state` keeps its signing key.
@@ -48,29 +56,46 @@ fn strip_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 impl ServerKey {
-    /// Reads an RSA private key from a PEM file: PKCS#1 (`RSA PRIVATE KEY`, what `secrets init` writes) or
-    /// PKCS#8 (`PRIVATE KEY`).
+    /// Reads a private key from a PEM file: RSA as PKCS#1 (`RSA PRIVATE KEY`, what `secrets init` writes) or
+    /// PKCS#8, or EC P-256 as PKCS#8 (`PRIVATE KEY`).
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read the signing key {}", path.display()))?;
-        let key = if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        let rsa = if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
             RsaPrivateKey::from_pkcs1_pem(&text).context("PKCS#1 RSA key")?
         } else if text.contains("-----BEGIN PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs8_pem(&text)
-                .context("PKCS#8 key (the benchmarks need an RSA signing key)")?
+            match RsaPrivateKey::from_pkcs8_pem(&text) {
+                Ok(key) => key,
+                Err(_) => return Self::p256_from_pem(path, &text),
+            }
         } else {
             bail!(
-                "{} holds no RSA private key (the benchmarks need the RS256 default)",
+                "{} holds no private key the benchmarks sign with (RSA or EC P-256)",
                 path.display()
             );
         };
-        let der = key.to_pkcs1_der().context("re-encode the key")?;
+        let der = rsa.to_pkcs1_der().context("re-encode the key")?;
         let pair = RsaKeyPair::from_der(der.as_bytes())
             .map_err(|e| anyhow::anyhow!("aws-lc-rs rejected the key: {e}"))?;
         Ok(Self {
-            bits: key.n().bits(),
-            modulus: key.n().to_bytes_be(),
-            pair,
+            bits: rsa.n().bits(),
+            pair: Pair::Rsa(pair, rsa.n().to_bytes_be()),
+            path: path.to_owned(),
+        })
+    }
+
+    fn p256_from_pem(path: &Path, text: &str) -> anyhow::Result<Self> {
+        let (_, der) = SecretDocument::from_pem(text).context("PKCS#8 PEM")?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is neither an RSA nor an EC P-256 key: {e}",
+                    path.display()
+                )
+            })?;
+        Ok(Self {
+            bits: 256,
+            pair: Pair::P256(pair),
             path: path.to_owned(),
         })
     }
@@ -78,8 +103,19 @@ impl ServerKey {
     /// The signing key of the server built from `state`, checked to be the one it publishes.
     pub fn of_server(state: &AppState) -> anyhow::Result<Self> {
         let key = Self::from_file(&key_file(state))?;
-        let published = state.keys.current().public().modulus();
-        if strip_zeros(published) != strip_zeros(&key.modulus) {
+        let published = state.keys.current().public();
+        let same = match &key.pair {
+            Pair::Rsa(_, modulus) => strip_zeros(published.modulus()) == strip_zeros(modulus),
+            Pair::P256(pair) => {
+                let jwk = published.jwk();
+                let point = pair.public_key().as_ref();
+                let (x, y) = (jwk.x.unwrap_or_default(), jwk.y.unwrap_or_default());
+                point.len() == 65
+                    && URL_SAFE_NO_PAD.encode(&point[1..33]) == x
+                    && URL_SAFE_NO_PAD.encode(&point[33..]) == y
+            }
+        };
+        if !same {
             bail!(
                 "{} is not the key the server signs with",
                 key.path.display()
@@ -88,39 +124,65 @@ impl ServerKey {
         Ok(key)
     }
 
-    /// One RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature of `message`.
-    pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut signature = vec![0u8; self.pair.public_modulus_len()];
-        self.pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                message,
-                &mut signature,
-            )
-            .map_err(|_| anyhow::anyhow!("aws-lc-rs could not sign"))?;
-        Ok(signature)
+    /// The JWS algorithm: `RS256` or `ES256`.
+    pub fn alg(&self) -> &'static str {
+        match self.pair {
+            Pair::Rsa(..) => "RS256",
+            Pair::P256(_) => "ES256",
+        }
     }
 
-    /// Signs `message` over and over for `limit` on the calling thread: the cost of the RSA operation itself,
+    /// The kind of key, for labels: `RSA-2048` or `EC P-256`.
+    pub fn kind(&self) -> String {
+        match self.pair {
+            Pair::Rsa(..) => format!("RSA-{}", self.bits),
+            Pair::P256(_) => "EC P-256".to_owned(),
+        }
+    }
+
+    /// One JWS signature of `message` (RSASSA-PKCS1-v1_5 with SHA-256, or ECDSA P-256 with SHA-256 as the
+    /// 64-byte `r || s` of RFC 7518 §3.4).
+    pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let rng = SystemRandom::new();
+        match &self.pair {
+            Pair::Rsa(pair, _) => {
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .map_err(|_| anyhow::anyhow!("aws-lc-rs could not sign"))?;
+                Ok(signature)
+            }
+            Pair::P256(pair) => Ok(pair
+                .sign(&rng, message)
+                .map_err(|_| anyhow::anyhow!("aws-lc-rs could not sign"))?
+                .as_ref()
+                .to_vec()),
+        }
+    }
+
+    /// Signs `message` over and over for `limit` on the calling thread: the cost of the signature itself,
     /// with the key parsed once and nothing else around it.
     pub fn sign_loop(&self, message: &[u8], limit: Duration) -> anyhow::Result<SignRun> {
         let rng = SystemRandom::new();
-        let mut signature = vec![0u8; self.pair.public_modulus_len()];
+        let mut signature = match &self.pair {
+            Pair::Rsa(pair, _) => vec![0u8; pair.public_modulus_len()],
+            Pair::P256(_) => Vec::new(),
+        };
         let started = Instant::now();
         let thread_before = crate::cpu::thread_ns();
         let mut signs = 0u64;
         // Check the clock every few signatures only: reading it is cheap, but not free next to nothing.
         while started.elapsed() < limit {
             for _ in 0..8 {
-                self.pair
-                    .sign(
-                        &RSA_PKCS1_SHA256,
-                        &rng,
-                        std::hint::black_box(message),
-                        &mut signature,
-                    )
-                    .map_err(|_| anyhow::anyhow!("aws-lc-rs could not sign"))?;
+                let message = std::hint::black_box(message);
+                let signed = match &self.pair {
+                    Pair::Rsa(pair, _) => pair
+                        .sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                        .is_ok(),
+                    Pair::P256(pair) => pair.sign(&rng, message).map(std::hint::black_box).is_ok(),
+                };
+                if !signed {
+                    bail!("aws-lc-rs could not sign");
+                }
                 std::hint::black_box(&signature);
             }
             signs += 8;
@@ -134,7 +196,8 @@ impl ServerKey {
         })
     }
 
-    /// Checks that `token` is a compact JWS signed RS256 with this key, and returns its header and claims.
+    /// Checks that `token` is a compact JWS signed with this key under its algorithm, and returns its header and
+    /// claims.
     pub fn verify_jwt(
         &self,
         token: &str,
@@ -149,15 +212,25 @@ impl ServerKey {
         };
         let header = decode(header, "JWS header")?;
         let claims = decode(claims, "JWT claims")?;
-        if header["alg"] != "RS256" {
-            bail!("signed with {}, not RS256", header["alg"]);
+        if header["alg"] != self.alg() {
+            bail!("signed with {}, not {}", header["alg"], self.alg());
         }
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .context("signature is not base64url")?;
-        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.pair.public_key().as_ref())
-            .verify(input.as_bytes(), &signature)
-            .map_err(|_| anyhow::anyhow!("the RS256 signature does not verify with the key"))?;
+        let checked = match &self.pair {
+            Pair::Rsa(pair, _) => {
+                UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
+                    .verify(input.as_bytes(), &signature)
+            }
+            Pair::P256(pair) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                    .verify(input.as_bytes(), &signature)
+            }
+        };
+        checked.map_err(|_| {
+            anyhow::anyhow!("the {} signature does not verify with the key", self.alg())
+        })?;
         Ok((header, claims))
     }
 }
@@ -177,54 +250,72 @@ pub struct SignRun {
 mod tests {
     use super::*;
 
+    /// Both kinds of key the peer benchmark runs with sign, verify and refuse a tampered token.
     #[test]
     fn signs_and_verifies_with_a_fresh_key() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        flyteauth_core::secrets::write_fresh_set(&dir.path().join("secrets"))?;
-        let key = ServerKey::from_file(
-            &dir.path()
-                .join("secrets")
-                .join(flyteauth_core::secrets::TOKEN_RSA_KEY),
-        )?;
-        assert_eq!(key.bits, 2048);
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
-            URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#)
-        );
-        let token = format!(
-            "{input}.{}",
-            URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())?)
-        );
-        let (_, claims) = key.verify_jwt(&token)?;
-        assert_eq!(claims["sub"], "x");
-        let tampered = token.replacen("eyJzdWIiOiJ4In0", "eyJzdWIiOiJ5In0", 1);
-        assert!(key.verify_jwt(&tampered).is_err());
-        let run = key.sign_loop(input.as_bytes(), Duration::from_millis(50))?;
-        assert!(run.signs >= 8 && run.per_s > 0.0);
+        use flyteauth_core::keys::SigningAlgorithm;
+        for (algorithm, bits, kind) in [
+            (SigningAlgorithm::Rs256, 2048, "RSA-2048"),
+            (SigningAlgorithm::Es256, 256, "EC P-256"),
+        ] {
+            let dir = tempfile::tempdir()?;
+            flyteauth_core::secrets::write_fresh_set_for(&dir.path().join("secrets"), algorithm)?;
+            let key = ServerKey::from_file(
+                &dir.path()
+                    .join("secrets")
+                    .join(flyteauth_core::secrets::TOKEN_RSA_KEY),
+            )?;
+            assert_eq!(
+                (key.bits, key.kind(), key.alg()),
+                (bits, kind.to_owned(), algorithm.as_str())
+            );
+            let header = format!(r#"{{"alg":"{}","typ":"JWT"}}"#, key.alg());
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#)
+            );
+            let token = format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes())?)
+            );
+            let (_, claims) = key.verify_jwt(&token)?;
+            assert_eq!(claims["sub"], "x");
+            let tampered = token.replacen("eyJzdWIiOiJ4In0", "eyJzdWIiOiJ5In0", 1);
+            assert!(key.verify_jwt(&tampered).is_err());
+            let run = key.sign_loop(input.as_bytes(), Duration::from_millis(50))?;
+            assert!(run.signs >= 8 && run.per_s > 0.0);
+        }
         Ok(())
     }
 
-    /// The key file of a real in-process server is the key its token endpoint signs with, and the peer
-    /// benchmark's request gets a token there (what `issuance` and `peer` check before timing).
+    /// The key file of a real in-process server is the key its token endpoint signs with, RS256 or ES256, and
+    /// the peer benchmark's request gets a token there (what `issuance` and `peer` check before timing).
     #[test]
     fn the_server_signs_with_the_key_file() -> anyhow::Result<()> {
+        use flyteauth_core::keys::SigningAlgorithm;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let server = runtime.block_on(crate::inproc::start(|_| axum::Router::new()))?;
-        let fixture = runtime.block_on(crate::grant_fixture::Fixture::create(&server.state))?;
-        let key = ServerKey::of_server(&server.state)?;
-        let token = crate::grant_fixture::exchange_at(
-            server.addr,
-            "/oauth2/token",
-            Some(&fixture.cc_basic),
-            crate::grant_fixture::PEER_BODY,
-        )?;
-        let (_, claims) = key.verify_jwt(&token)?;
-        assert_eq!(claims["sub"], crate::grant_fixture::CC_CLIENT_ID);
-        server.stop(&runtime)
+        for algorithm in [SigningAlgorithm::Rs256, SigningAlgorithm::Es256] {
+            let server = runtime.block_on(crate::inproc::start_signing(algorithm, |_| {
+                axum::Router::new()
+            }))?;
+            let fixture = runtime.block_on(crate::grant_fixture::Fixture::create(&server.state))?;
+            let key = ServerKey::of_server(&server.state)?;
+            assert_eq!(key.alg(), algorithm.as_str());
+            let token = crate::grant_fixture::exchange_at(
+                server.addr,
+                "/oauth2/token",
+                Some(&fixture.cc_basic),
+                crate::grant_fixture::PEER_BODY,
+            )?;
+            let (_, claims) = key.verify_jwt(&token)?;
+            assert_eq!(claims["sub"], crate::grant_fixture::CC_CLIENT_ID);
+            server.stop(&runtime)?;
+        }
+        Ok(())
     }
 }

@@ -4,8 +4,8 @@
 //!   runs this process under `taskset -c 0`), app `bench-cc` with a generated secret (SHA-256 digest).
 //! - oidc-provider (`bench/peer`, the version its package-lock.json pins; `npm ci` if it is not installed):
 //!   `taskset -c 0 node server.mjs PORT` with `NODE_ENV=production`, one client with `client_secret_basic`,
-//!   JWT access tokens through resource indicators (a default resource, `accessTokenFormat: 'jwt'`, RS256),
-//!   signing with the same RSA-2048 key as flyteauth (the PEM file flyteauth loaded). node runs JavaScript on
+//!   JWT access tokens through resource indicators (a default resource, `accessTokenFormat: 'jwt'`, the
+//!   algorithm of `--alg`), signing with the same key as flyteauth (the PEM file flyteauth loaded). node runs JavaScript on
 //!   one thread but has helper threads (libuv's pool, V8's compiler and garbage collector); `taskset` keeps all
 //!   of them on the one core.
 //!
@@ -13,17 +13,22 @@
 //! order alternates), and the idle one has no connection. wrk (1 thread, on `--wrk-cpu`) sends the same
 //! request to both: `POST` to the token endpoint (`/oauth2/token`, `/token`), HTTP Basic,
 //! `grant_type=client_credentials&scope=all` (oidc-provider grants a machine client only the scopes asked
-//! for). Before anything is timed, one answer of each is checked to be an RS256 JWT that verifies with the
-//! key. Any non-2xx answer or socket error fails the run.
+//! for). Before anything is timed, one answer of each is checked to be a JWT of the algorithm that verifies with
+//! the key. Any non-2xx answer or socket error fails the run.
+//!
+//! `--alg RS256` (the default, what every Flyte client expects; RSA-2048) or `--alg ES256` (EC P-256, with
+//! `flyteauth.signingAlgorithm: ES256` and oidc-provider signing ES256 too): the same comparison with a
+//! signature that costs little next to the rest of a request. RESULT keys start `peer.` for RS256 and
+//! `peer_es256.` for ES256.
 //!
 //! Target: flyteauth req/s ≥ 2.0 × oidc-provider req/s (the median of the per-round ratios).
 //!
-//! The ceiling: each round also runs the bare RSA-2048 signing loop of the `issuance` benchmark (aws-lc-rs, the
-//! server's key, on the same core, `--sign-duration` s), the rate of a server that did nothing but sign. No RS256
-//! server on this core can pass that rate, so `sign loop / oidc-provider` is the highest ratio any server could
+//! The ceiling: each round also runs the bare signing loop of the `issuance` benchmark (aws-lc-rs, the server's
+//! key, on the same core, `--sign-duration` s), the rate of a server that did nothing but sign. No server signing
+//! with that algorithm on this core can pass that rate, so `sign loop / oidc-provider` is the highest ratio any server could
 //! reach here, and `ratio / ceiling` says how much of it flyteauth reaches.
 //!
-//! Options: `--workers N` (1), `--rounds N` (5), `--duration S` per run (5), `--warmup S` per server (2),
+//! Options: `--alg RS256|ES256` (RS256), `--workers N` (1), `--rounds N` (5), `--duration S` per run (5), `--warmup S` per server (2),
 //! `--connections N` (16), `--sign-duration S` (3), `--wrk-cpu N` (unpinned), `--node-cpu N` (0; negative: unpinned; use the core
 //! this process is pinned to), `--peer-dir DIR` (bench/peer), `--plot FILE.png` (tokens/s per round of both),
 //! `--font FILE.ttf` (for the plot's text; default: DejaVu Sans or Liberation Sans where installed).
@@ -43,6 +48,7 @@ use flyteauth_bench::signing::{ServerKey, SignRun};
 use flyteauth_bench::stats::{median, range, verdict};
 use flyteauth_bench::wrk::{self, CpuSource, Load, LoadCpu, POST_SCRIPT, Summary, WrkRun};
 use flyteauth_bench::{arg, inproc};
+use flyteauth_core::keys::SigningAlgorithm;
 use flyteauth_server::state::AppState;
 use flyteauth_server::telemetry;
 
@@ -57,7 +63,7 @@ enum Side {
     OidcProvider,
 }
 
-/// Checks the peer's token: RS256 with our key, for its client, its resource and issuer, a JWT access token.
+/// Checks the peer's token: signed with our key under its algorithm, for its client, its resource and issuer, a JWT access token.
 fn check_peer_token(
     key: &ServerKey,
     peer: &Peer,
@@ -84,6 +90,18 @@ fn check_peer_token(
 
 fn main() -> anyhow::Result<()> {
     flyteauth_bench::watchdog(TIME_LIMIT, || {});
+    let alg: String = arg("--alg", "RS256".to_owned())?;
+    let algorithm = match SigningAlgorithm::from_jws(&alg) {
+        Some(a @ (SigningAlgorithm::Rs256 | SigningAlgorithm::Es256)) => a,
+        _ => bail!(
+            "--alg must be RS256 or ES256 (the algorithms oidc-provider is set up for), not {alg:?}"
+        ),
+    };
+    // The RS256 figures keep the keys they always had; the ES256 run writes beside them.
+    let results = match algorithm {
+        SigningAlgorithm::Rs256 => "peer".to_owned(),
+        other => format!("peer_{}", other.as_str().to_lowercase()),
+    };
     let workers: usize = arg("--workers", 1)?;
     let rounds: usize = arg("--rounds", 5)?;
     let seconds: u64 = arg("--duration", 5)?;
@@ -111,7 +129,9 @@ fn main() -> anyhow::Result<()> {
         .thread_name("bench-server")
         .enable_all()
         .build()?;
-    let server = runtime.block_on(inproc::start(|_: &AppState| Router::new()))?;
+    let server = runtime.block_on(inproc::start_signing(algorithm, |_: &AppState| {
+        Router::new()
+    }))?;
     let addr = server.addr;
     let state = server.state.clone();
     let fixture = runtime.block_on(Fixture::create(&state))?;
@@ -124,6 +144,7 @@ fn main() -> anyhow::Result<()> {
     let peer = node_peer::start(&PeerOptions {
         dir: &dir,
         key_file: &key.path,
+        alg: key.alg(),
         secret: &secret,
         resource: &resource,
         cpu: node_cpu,
@@ -195,12 +216,13 @@ fn main() -> anyhow::Result<()> {
     println!(
         "flyteauth: in-process, {workers} worker thread(s), {addr}, POST {FLYTEAUTH_PATH}, app {CC_CLIENT_ID} \
          (SHA-256 secret); oidc-provider {version} on node {node}, {} (pid {}), POST {}, NODE_ENV=production; \
-         both RS256 with the same RSA-{} key, HTTP Basic, body {PEER_BODY:?}; oidc-provider on CPU {}; wrk 1 \
+         both {} with the same {} key, HTTP Basic, body {PEER_BODY:?}; oidc-provider on CPU {}; wrk 1 \
          thread, {connections} connections, {seconds} s per run, {rounds} rounds; tokens {} and {} bytes",
         peer.addr,
         peer.pid,
         node_peer::TOKEN_PATH,
-        key.bits,
+        key.alg(),
+        key.kind(),
         node_cpu.map_or_else(|| "any".to_owned(), |c| c.to_string()),
         ours.len(),
         theirs.len(),
@@ -305,9 +327,12 @@ fn main() -> anyhow::Result<()> {
         let o_rps: Vec<f64> = oidc.iter().map(|r| r.rps).collect();
         let g_rps: Vec<f64> = signs.iter().map(|g| g.per_s).collect();
         let title = format!(
-            "client_credentials tokens/s on one core (RS256, RSA-2048): flyteauth {ratio:.2}x oidc-provider \
-             (a server that only signed: {ceiling:.2}x)"
+            "client_credentials tokens/s on one core ({}, {}): flyteauth {ratio:.2}x oidc-provider \
+             (a server that only signed: {ceiling:.2}x)",
+            key.alg(),
+            key.kind()
         );
+        let g_name = format!("bare {} sign loop (no server can pass it)", key.kind());
         let o_name = format!("oidc-provider {version} (node {node})");
         let drawn = plot::find_font(font.as_deref()).and_then(|font| {
             plot::draw(
@@ -325,7 +350,7 @@ fn main() -> anyhow::Result<()> {
                             values: &o_rps,
                         },
                         Series {
-                            name: "bare RSA-2048 sign loop (no server can pass it)",
+                            name: &g_name,
                             values: &g_rps,
                         },
                     ],
@@ -344,50 +369,53 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!("RESULT peer.workers {workers}");
-    println!("RESULT peer.connections {connections}");
-    println!("RESULT peer.duration_s {seconds}");
-    println!("RESULT peer.rounds {rounds}");
-    println!("RESULT peer.node {node}");
-    println!("RESULT peer.oidc_provider_version {version}");
-    println!("RESULT peer.flyteauth_rps {:.0}", f.rps);
-    println!("RESULT peer.oidc_provider_rps {:.0}", o.rps);
-    println!("RESULT peer.flyteauth_p50_us {:.0}", f.p50_us);
-    println!("RESULT peer.flyteauth_p99_us {:.0}", f.p99_us);
-    println!("RESULT peer.oidc_provider_p50_us {:.0}", o.p50_us);
-    println!("RESULT peer.oidc_provider_p99_us {:.0}", o.p99_us);
-    println!("RESULT peer.flyteauth_cpu_us {:.0}", f.cpu_us);
-    println!("RESULT peer.oidc_provider_cpu_us {:.0}", o.cpu_us);
+    println!("RESULT {results}.workers {workers}");
+    println!("RESULT {results}.connections {connections}");
+    println!("RESULT {results}.duration_s {seconds}");
+    println!("RESULT {results}.rounds {rounds}");
+    println!("RESULT {results}.node {node}");
+    println!("RESULT {results}.oidc_provider_version {version}");
+    println!("RESULT {results}.flyteauth_rps {:.0}", f.rps);
+    println!("RESULT {results}.oidc_provider_rps {:.0}", o.rps);
+    println!("RESULT {results}.flyteauth_p50_us {:.0}", f.p50_us);
+    println!("RESULT {results}.flyteauth_p99_us {:.0}", f.p99_us);
+    println!("RESULT {results}.oidc_provider_p50_us {:.0}", o.p50_us);
+    println!("RESULT {results}.oidc_provider_p99_us {:.0}", o.p99_us);
+    println!("RESULT {results}.flyteauth_cpu_us {:.0}", f.cpu_us);
+    println!("RESULT {results}.oidc_provider_cpu_us {:.0}", o.cpu_us);
     println!(
-        "RESULT peer.oidc_provider_rss_mb {:.1}",
+        "RESULT {results}.oidc_provider_rss_mb {:.1}",
         node_memory.rss as f64 / 1e6
     );
-    println!("RESULT peer.ratio {ratio:.3}");
-    println!("RESULT peer.sign_per_s {sign_per_s:.0}");
-    println!("RESULT peer.sign_us {sign_us:.1}");
-    println!("RESULT peer.ceiling {ceiling:.3}");
-    println!("RESULT peer.ceiling_range {ceiling_lo:.3}..{ceiling_hi:.3}");
-    println!("RESULT peer.share_of_sign_loop {share:.3}");
-    println!("RESULT peer.share_of_ceiling {:.3}", ratio / ceiling);
-    println!("RESULT peer.sign_duration_s {sign_seconds}");
-    println!("RESULT peer.ratio_range {lo:.3}..{hi:.3}");
+    println!("RESULT {results}.ratio {ratio:.3}");
+    println!("RESULT {results}.sign_per_s {sign_per_s:.0}");
+    println!("RESULT {results}.sign_us {sign_us:.1}");
+    println!("RESULT {results}.ceiling {ceiling:.3}");
+    println!("RESULT {results}.ceiling_range {ceiling_lo:.3}..{ceiling_hi:.3}");
+    println!("RESULT {results}.share_of_sign_loop {share:.3}");
+    println!("RESULT {results}.share_of_ceiling {:.3}", ratio / ceiling);
+    println!("RESULT {results}.sign_duration_s {sign_seconds}");
+    println!("RESULT {results}.ratio_range {lo:.3}..{hi:.3}");
     let per_round: Vec<String> = flyteauth
         .iter()
         .zip(&oidc)
         .map(|(f, o)| format!("{:.0}/{:.0}", f.rps, o.rps))
         .collect();
-    println!("RESULT peer.per_round {}", per_round.join(" "));
+    println!("RESULT {results}.per_round {}", per_round.join(" "));
     for (round, (f, o)) in flyteauth.iter().zip(&oidc).enumerate() {
         println!(
-            "RESULT peer.round{} flyteauth {:.0} oidc-provider {:.0} ratio {:.3}",
+            "RESULT {results}.round{} flyteauth {:.0} oidc-provider {:.0} ratio {:.3}",
             round + 1,
             f.rps,
             o.rps,
             f.rps / o.rps
         );
     }
-    println!("RESULT peer.plot {plotted}");
-    println!("RESULT peer.target {TARGET_RATIO}");
-    println!("RESULT peer.verdict {}", verdict(ratio >= TARGET_RATIO));
+    println!("RESULT {results}.plot {plotted}");
+    println!("RESULT {results}.target {TARGET_RATIO}");
+    println!(
+        "RESULT {results}.verdict {}",
+        verdict(ratio >= TARGET_RATIO)
+    );
     Ok(())
 }
