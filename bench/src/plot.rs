@@ -96,7 +96,7 @@ pub fn draw(chart: &Chart<'_>, out: &Path, font: &Path) -> anyhow::Result<()> {
     let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", out.display());
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut plot = ChartBuilder::on(&root)
-        .caption(chart.title, ("sans-serif", 22))
+        .caption(chart.title, ("sans-serif", 20))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)

@@ -327,10 +327,8 @@ fn main() -> anyhow::Result<()> {
         let o_rps: Vec<f64> = oidc.iter().map(|r| r.rps).collect();
         let g_rps: Vec<f64> = signs.iter().map(|g| g.per_s).collect();
         let title = format!(
-            "client_credentials tokens/s on one core ({}, {}): flyteauth {ratio:.2}x oidc-provider \
-             (a server that only signed: {ceiling:.2}x)",
-            key.alg(),
-            key.kind()
+            "Tokens/s on one core, {}: flyteauth {ratio:.2}x oidc-provider (signing alone: {ceiling:.2}x)",
+            key.alg()
         );
         let g_name = format!("bare {} sign loop (no server can pass it)", key.kind());
         let o_name = format!("oidc-provider {version} (node {node})");
