@@ -17,6 +17,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use flyteauth_core::keys::SigningAlgorithm;
 use flyteauth_server::state::AppState;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
@@ -26,8 +27,7 @@ use rsa::traits::PublicKeyParts;
 /// The key pair, parsed once.
 #[derive(Debug)]
 enum Pair {
-    /// The key pair and its modulus (big-endian).
-    Rsa(RsaKeyPair, Vec<u8>),
+    Rsa(RsaKeyPair),
     P256(EcdsaKeyPair),
 }
 
@@ -48,11 +48,6 @@ pub fn key_file(state: &AppState) -> PathBuf {
         .secrets
         .secrets_prefix
         .join(flyteauth_core::secrets::TOKEN_RSA_KEY)
-}
-
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[first..]
 }
 
 impl ServerKey {
@@ -79,7 +74,7 @@ impl ServerKey {
             .map_err(|e| anyhow::anyhow!("aws-lc-rs rejected the key: {e}"))?;
         Ok(Self {
             bits: rsa.n().bits(),
-            pair: Pair::Rsa(pair, rsa.n().to_bytes_be()),
+            pair: Pair::Rsa(pair),
             path: path.to_owned(),
         })
     }
@@ -103,19 +98,10 @@ impl ServerKey {
     /// The signing key of the server built from `state`, checked to be the one it publishes.
     pub fn of_server(state: &AppState) -> anyhow::Result<Self> {
         let key = Self::from_file(&key_file(state))?;
+        // The published key must accept what this key signs: one check for every kind of key.
+        let probe = b"flyteauth bench: is this the published key?";
         let published = state.keys.current().public();
-        let same = match &key.pair {
-            Pair::Rsa(_, modulus) => strip_zeros(published.modulus()) == strip_zeros(modulus),
-            Pair::P256(pair) => {
-                let jwk = published.jwk();
-                let point = pair.public_key().as_ref();
-                let (x, y) = (jwk.x.unwrap_or_default(), jwk.y.unwrap_or_default());
-                point.len() == 65
-                    && URL_SAFE_NO_PAD.encode(&point[1..33]) == x
-                    && URL_SAFE_NO_PAD.encode(&point[33..]) == y
-            }
-        };
-        if !same {
+        if published.algorithm() != key.algorithm() || !published.verify(probe, &key.sign(probe)?) {
             bail!(
                 "{} is not the key the server signs with",
                 key.path.display()
@@ -124,19 +110,24 @@ impl ServerKey {
         Ok(key)
     }
 
-    /// The JWS algorithm: `RS256` or `ES256`.
-    pub fn alg(&self) -> &'static str {
+    /// The JWS algorithm it signs with: RS256 or ES256.
+    pub fn algorithm(&self) -> SigningAlgorithm {
         match self.pair {
-            Pair::Rsa(..) => "RS256",
-            Pair::P256(_) => "ES256",
+            Pair::Rsa(_) => SigningAlgorithm::Rs256,
+            Pair::P256(_) => SigningAlgorithm::Es256,
         }
+    }
+
+    /// The JWS `alg` value: `RS256` or `ES256`.
+    pub fn alg(&self) -> &'static str {
+        self.algorithm().as_str()
     }
 
     /// The kind of key, for labels: `RSA-2048` or `EC P-256`.
     pub fn kind(&self) -> String {
         match self.pair {
-            Pair::Rsa(..) => format!("RSA-{}", self.bits),
-            Pair::P256(_) => "EC P-256".to_owned(),
+            Pair::Rsa(_) => format!("RSA-{}", self.bits),
+            Pair::P256(_) => self.algorithm().key_kind().to_owned(),
         }
     }
 
@@ -145,7 +136,7 @@ impl ServerKey {
     pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
         let rng = SystemRandom::new();
         match &self.pair {
-            Pair::Rsa(pair, _) => {
+            Pair::Rsa(pair) => {
                 let mut signature = vec![0u8; pair.public_modulus_len()];
                 pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
                     .map_err(|_| anyhow::anyhow!("aws-lc-rs could not sign"))?;
@@ -164,7 +155,7 @@ impl ServerKey {
     pub fn sign_loop(&self, message: &[u8], limit: Duration) -> anyhow::Result<SignRun> {
         let rng = SystemRandom::new();
         let mut signature = match &self.pair {
-            Pair::Rsa(pair, _) => vec![0u8; pair.public_modulus_len()],
+            Pair::Rsa(pair) => vec![0u8; pair.public_modulus_len()],
             Pair::P256(_) => Vec::new(),
         };
         let started = Instant::now();
@@ -175,7 +166,7 @@ impl ServerKey {
             for _ in 0..8 {
                 let message = std::hint::black_box(message);
                 let signed = match &self.pair {
-                    Pair::Rsa(pair, _) => pair
+                    Pair::Rsa(pair) => pair
                         .sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
                         .is_ok(),
                     Pair::P256(pair) => pair.sign(&rng, message).map(std::hint::black_box).is_ok(),
@@ -219,7 +210,7 @@ impl ServerKey {
             .decode(signature)
             .context("signature is not base64url")?;
         let checked = match &self.pair {
-            Pair::Rsa(pair, _) => {
+            Pair::Rsa(pair) => {
                 UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
                     .verify(input.as_bytes(), &signature)
             }
