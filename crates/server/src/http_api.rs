@@ -80,8 +80,14 @@ fn session_answer(state: &AppState, headers: &HeaderMap) -> Option<Response> {
 #[derive(Debug)]
 pub struct Rendered {
     body: Bytes,
+    /// Built with room for [`HEADERS_ADDED_LATER`]: a copy keeps the size of its hash table, so the headers the
+    /// outer layers add do not re-hash it on every request (a copy of a full map would be).
     headers: HeaderMap,
 }
+
+/// Headers the layers around `/me` may still add to its answer (CORS's `Vary` and
+/// `Access-Control-Allow-Origin`, a refreshed session's `Set-Cookie`), with one to spare.
+const HEADERS_ADDED_LATER: usize = 4;
 
 impl Rendered {
     /// The response: the body shared, the header map copied in one piece.
@@ -96,14 +102,15 @@ impl Rendered {
 fn render(info: &UserInfo, kind: PrincipalKind, groups: &[String]) -> Rendered {
     // Serializing a struct of strings and a JSON map cannot fail.
     let body = Bytes::from(serde_json::to_vec(info).unwrap_or_default());
-    let mut headers = HeaderMap::new();
+    let identity = identity_headers(info, kind, groups);
+    let mut headers = HeaderMap::with_capacity(2 + identity.len() + HEADERS_ADDED_LATER);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     // Identity answers differ per caller: a shared cache must not keep them by accident.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for (name, value) in identity_headers(info, kind, groups) {
+    for (name, value) in identity {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }

@@ -23,6 +23,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+/// Every program that links the server allocates through mimalloc. Each request allocates and frees many small
+/// short-lived blocks (header maps, bodies, futures); mimalloc keeps them on per-thread free lists, where glibc's
+/// allocator spends a measurable share of the request consolidating its bins (docs/benchmarks.md, "Where the
+/// time goes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod app_cache;
 pub mod apps;
