@@ -520,6 +520,23 @@ impl RevocationStore for SqliteStore {
     }
 }
 
+/// One multi-row `INSERT` of audit events (at most [`ROWS_PER_INSERT`] of them).
+fn insert_events<'a>(chunk: &'a [StoredEvent<'_>]) -> QueryBuilder<'a, Sqlite> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
+    );
+    insert.push_values(chunk, |mut row, e| {
+        row.push_bind(e.at)
+            .push_bind(&*e.kind)
+            .push_bind(&*e.client_id)
+            .push_bind(&*e.subject)
+            .push_bind(&*e.outcome)
+            .push_bind(&*e.remote_addr)
+            .push_bind(&e.detail);
+    });
+    insert
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn record(&self, e: &AuditEvent) -> Result<(), StoreError> {
@@ -549,21 +566,23 @@ impl AuditStore for SqliteStore {
             .iter()
             .map(StoredEvent::of)
             .collect::<Result<Vec<_>, _>>()?;
+        if rows.len() <= ROWS_PER_INSERT {
+            // One statement is a transaction of its own: the same atomic commit, without BEGIN and COMMIT each
+            // making a round trip to the connection's thread (most batches under load are this size).
+            insert_events(&rows)
+                .build()
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
+            return Ok(());
+        }
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(e.at)
-                    .push_bind(&*e.kind)
-                    .push_bind(&*e.client_id)
-                    .push_bind(&*e.subject)
-                    .push_bind(&*e.outcome)
-                    .push_bind(&*e.remote_addr)
-                    .push_bind(&e.detail);
-            });
-            insert.build().execute(&mut *tx).await.map_err(db)?;
+            insert_events(chunk)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(())
