@@ -3,8 +3,9 @@
 //! Writes go through one connection of their own and reads through a small pool beside it. SQLite admits one
 //! writer at a time: with writers spread over several connections, the one that loses the lock sleeps in the
 //! busy handler (1, 2, 5, 10 … ms) while the winner's commit takes microseconds, so under load requests queued
-//! behind sleeping connections. On one connection they queue in the pool instead and are served in order, and
-//! under WAL the readers never wait for the writer.
+//! behind sleeping connections. On one connection they queue on its lock instead and are served in order, and
+//! under WAL the readers never wait for the writer. The write connection is held directly rather than as a pool
+//! of one: a pool pings the connection's thread when a connection comes back, one more round trip per write.
 //!
 //! Most writes are a single autocommit statement. The few operations that need several statements (rotating a
 //! refresh token, creating or polling a device code) run in a `BEGIN IMMEDIATE` transaction, which takes the
@@ -12,17 +13,20 @@
 //! read-then-write transaction could instead fail immediately with SQLITE_BUSY under WAL.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::audit::{ROWS_PER_INSERT, StoredEvent};
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
@@ -94,10 +98,10 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// A [`Store`] on SQLite.
 pub(crate) struct SqliteStore {
-    /// The one connection every write goes through.
-    writer: SqlitePool,
-    /// Connections for reads; the writer itself for an in-memory database.
-    reader: SqlitePool,
+    /// The one connection every write goes through, taken by one operation at a time.
+    writer: Mutex<SqliteConnection>,
+    /// Connections for reads; `None` for an in-memory database, which reads through the writer.
+    reader: Option<SqlitePool>,
     /// The file path, or `:memory:`; for `Debug` and logs.
     location: String,
 }
@@ -119,27 +123,19 @@ impl SqliteStore {
 
         let options = options.foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
         // The writer is opened first and runs the migrations, so that readers only ever see the migrated schema.
-        let one_connection = || {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-        };
         if memory {
             // An in-memory database exists only while a connection to it is open, and connections sharing one
             // through the shared cache lock whole tables without honouring busy_timeout: so exactly one
             // connection, kept forever, for reads and writes alike.
-            let writer = one_connection()
-                .connect_with(options)
+            let mut writer = options.connect().await.map_err(error::connect)?;
+            MIGRATOR
+                .run_direct(&mut writer)
                 .await
-                .map_err(error::connect)?;
-            MIGRATOR.run(&writer).await.map_err(error::migrate)?;
+                .map_err(error::migrate)?;
             tracing::debug!(location = ":memory:", "sqlite store ready");
             return Ok(SqliteStore {
-                reader: writer.clone(),
-                writer,
+                writer: Mutex::new(writer),
+                reader: None,
                 location: ":memory:".to_owned(),
             });
         }
@@ -153,30 +149,78 @@ impl SqliteStore {
             // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the last
             // transactions, which is acceptable for an embedded single-node deployment.
             .synchronous(SqliteSynchronous::Normal);
-        let writer = one_connection()
-            .connect_with(options.clone())
+        let mut writer = options.connect().await.map_err(error::connect)?;
+        MIGRATOR
+            .run_direct(&mut writer)
             .await
-            .map_err(error::connect)?;
-        MIGRATOR.run(&writer).await.map_err(error::migrate)?;
+            .map_err(error::migrate)?;
+        // The pool does not ping a connection before handing it out: the database lives in this process, so a
+        // connection cannot have gone away, and the ping would be one more round trip to its thread per read.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(error::connect)?;
         let location = path.display().to_string();
         tracing::debug!(location = %location, "sqlite store ready");
         Ok(SqliteStore {
-            writer,
-            reader,
+            writer: Mutex::new(writer),
+            reader: Some(reader),
             location,
         })
     }
 
+    /// The write connection, waiting at most [`ACQUIRE_TIMEOUT`] for the operation ahead to finish.
+    async fn write(&self) -> Result<MutexGuard<'_, SqliteConnection>, StoreError> {
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.writer.lock())
+            .await
+            .map_err(|_| db(sqlx::Error::PoolTimedOut))
+    }
+
+    /// A connection to read through: one of the read pool, or the writer for an in-memory database.
+    ///
+    /// No caller holds the writer while it reads through this, which would wait forever on an in-memory database.
+    async fn read(&self) -> Result<Reading<'_>, StoreError> {
+        match &self.reader {
+            Some(pool) => pool.acquire().await.map(Reading::Pooled).map_err(db),
+            None => self.write().await.map(Reading::Writer),
+        }
+    }
+
     /// The write connection, for tests that inspect or tamper with rows directly.
     #[cfg(test)]
-    pub(crate) fn writer(&self) -> &SqlitePool {
-        &self.writer
+    pub(crate) async fn writer(&self) -> MutexGuard<'_, SqliteConnection> {
+        self.writer.lock().await
+    }
+}
+
+/// A connection taken for a read, given back when dropped.
+enum Reading<'a> {
+    /// From the read pool.
+    Pooled(PoolConnection<Sqlite>),
+    /// The writer of an in-memory database.
+    Writer(MutexGuard<'a, SqliteConnection>),
+}
+
+impl Deref for Reading<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Reading::Pooled(conn) => conn,
+            Reading::Writer(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Reading<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Reading::Pooled(conn) => conn,
+            Reading::Writer(conn) => conn,
+        }
     }
 }
 
@@ -323,7 +367,7 @@ impl AppStore for SqliteStore {
         .bind(encode_list(&app.redirect_uris)?)
         .bind(&app.created_by)
         .bind(app.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(|e| db_unique(e, "app", &app.client_id))?;
         Ok(app.to_record())
@@ -339,7 +383,7 @@ impl AppStore for SqliteStore {
             " FROM apps WHERE client_id = ?1"
         ))
         .bind(client_id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(app_from_row).transpose()
@@ -366,7 +410,10 @@ impl AppStore for SqliteStore {
             ))
             .bind(i64::from(limit)),
         };
-        let rows = query.fetch_all(&self.reader).await.map_err(db)?;
+        let rows = query
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(db)?;
         rows.iter().map(app_from_row).collect()
     }
 
@@ -402,7 +449,11 @@ impl AppStore for SqliteStore {
         query
             .push(" ORDER BY client_id LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.reader).await.map_err(db)?;
+        let rows = query
+            .build()
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(db)?;
         rows.iter().map(app_from_row).collect()
     }
 
@@ -436,7 +487,7 @@ impl AppStore for SqliteStore {
         .bind(list(&update.audience)?)
         .bind(list(&update.redirect_uris)?)
         .bind(update.updated_at)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(app_from_row).transpose()
@@ -448,7 +499,7 @@ impl AppStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM apps WHERE client_id = ?1")
             .bind(client_id)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -478,7 +529,7 @@ impl RevocationStore for SqliteStore {
         .bind(&r.reason)
         .bind(r.revoked_at)
         .bind(r.kind.as_str())
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(())
@@ -490,7 +541,7 @@ impl RevocationStore for SqliteStore {
              WHERE expires_at >= ?1 ORDER BY seq",
         )
         .bind(now)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(db)?;
         rows.iter().map(revocation_from_row).collect()
@@ -502,7 +553,7 @@ impl RevocationStore for SqliteStore {
              WHERE seq > ?1 ORDER BY seq",
         )
         .bind(seq)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(db)?;
         rows.iter()
@@ -513,7 +564,7 @@ impl RevocationStore for SqliteStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM revocations WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -552,7 +603,7 @@ impl AuditStore for SqliteStore {
         .bind(&*e.outcome)
         .bind(&*e.remote_addr)
         .bind(&e.detail)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(())
@@ -571,12 +622,13 @@ impl AuditStore for SqliteStore {
             // making a round trip to the connection's thread (most batches under load are this size).
             insert_events(&rows)
                 .build()
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await
                 .map_err(db)?;
             return Ok(());
         }
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             insert_events(chunk)
                 .build()
@@ -612,7 +664,11 @@ impl AuditStore for SqliteStore {
         query
             .push(" ORDER BY at DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = query.build().fetch_all(&self.reader).await.map_err(db)?;
+        let rows = query
+            .build()
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(db)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -627,7 +683,7 @@ impl AuditStore for SqliteStore {
         )
         .bind(before)
         .bind(i64::from(batch))
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
@@ -756,7 +812,7 @@ impl UserStore for SqliteStore {
         .bind(&user.password_hash)
         .bind(user.is_admin)
         .bind(user.created_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(|e| {
             db_unique_either(
@@ -791,7 +847,7 @@ impl UserStore for SqliteStore {
         .bind(&user.display_name)
         .bind(encode_groups(&user.groups)?)
         .bind(user.now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await
         .map_err(|e| {
             db_unique_either(
@@ -820,7 +876,7 @@ impl UserStore for SqliteStore {
             " FROM users WHERE username = ?1"
         ))
         .bind(username)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(user_from_row).transpose()
@@ -836,7 +892,7 @@ impl UserStore for SqliteStore {
             " FROM users WHERE subject = ?1"
         ))
         .bind(subject)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(user_from_row).transpose()
@@ -862,13 +918,16 @@ impl UserStore for SqliteStore {
             ))
             .bind(i64::from(limit)),
         };
-        let rows = query.fetch_all(&self.reader).await.map_err(db)?;
+        let rows = query
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(db)?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.read().await?)
             .await
             .map_err(db)?;
         u64::try_from(n).map_err(|e| error::corrupt("users", "count", e))
@@ -891,7 +950,7 @@ impl UserStore for SqliteStore {
         .bind(username)
         .bind(password_hash)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -911,7 +970,7 @@ impl UserStore for SqliteStore {
                 .bind(username)
                 .bind(disabled)
                 .bind(now)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await
                 .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -937,7 +996,7 @@ impl UserStore for SqliteStore {
         .bind(username)
         .bind(i64::from(max_failures))
         .bind(lock_end(now, lock_for_secs))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await
         .map_err(db)?;
         row.map(|row| {
@@ -958,7 +1017,7 @@ impl UserStore for SqliteStore {
         )
         .bind(username)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -987,7 +1046,7 @@ impl CodeStore for SqliteStore {
         .bind(code.auth_time)
         .bind(code.created_at)
         .bind(code.expires_at)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(|e| db_unique(e, "authorization code", REDACTED_KEY))?;
         Ok(())
@@ -1009,7 +1068,7 @@ impl CodeStore for SqliteStore {
         ))
         .bind(code_hash)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await
         .map_err(db)?;
         if let Some(row) = claimed {
@@ -1025,7 +1084,7 @@ impl CodeStore for SqliteStore {
             " FROM authorization_codes WHERE code_hash = ?1"
         ))
         .bind(code_hash)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         Ok(row
@@ -1038,7 +1097,7 @@ impl CodeStore for SqliteStore {
     async fn purge_expired_codes(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM authorization_codes WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1049,7 +1108,8 @@ impl CodeStore for SqliteStore {
 impl RefreshStore for SqliteStore {
     async fn create_refresh_token(&self, token: &NewRefreshToken) -> Result<(), StoreError> {
         token.validate()?;
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         // The no-op update makes RETURNING yield the family whether or not it was just created.
         let owner = sqlx::query(
             "INSERT INTO refresh_families \
@@ -1087,7 +1147,8 @@ impl RefreshStore for SqliteStore {
             return Ok(Rotation::NotFound);
         }
         // The write lock is held from the read on, so concurrent rotations run one after the other.
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let row = sqlx::query(concat!(
             "SELECT ",
             refresh_columns!(),
@@ -1147,7 +1208,7 @@ impl RefreshStore for SqliteStore {
              WHERE t.token_hash = ?1"
         ))
         .bind(token_hash)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(refresh_from_row).transpose()
@@ -1162,7 +1223,7 @@ impl RefreshStore for SqliteStore {
         )
         .bind(family_id)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1182,7 +1243,7 @@ impl RefreshStore for SqliteStore {
         )
         .bind(subject)
         .bind(now)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.write().await?)
         .await
         .map_err(db)?;
         ids.sort();
@@ -1190,7 +1251,8 @@ impl RefreshStore for SqliteStore {
     }
 
     async fn purge_expired_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?1")
             .bind(now)
             .execute(&mut *tx)
@@ -1224,7 +1286,7 @@ impl SessionStore for SqliteStore {
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(&session.idp_id_token)
-        .execute(&self.writer)
+        .execute(&mut *self.write().await?)
         .await
         .map_err(|e| db_unique(e, "session", REDACTED_KEY))?;
         Ok(session.to_record())
@@ -1240,7 +1302,7 @@ impl SessionStore for SqliteStore {
             " FROM sessions WHERE session_hash = ?1"
         ))
         .bind(session_hash)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(session_from_row).transpose()
@@ -1253,7 +1315,7 @@ impl SessionStore for SqliteStore {
         let done = sqlx::query("UPDATE sessions SET last_seen_at = ?2 WHERE session_hash = ?1")
             .bind(session_hash)
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1265,7 +1327,7 @@ impl SessionStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM sessions WHERE session_hash = ?1")
             .bind(session_hash)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1277,7 +1339,7 @@ impl SessionStore for SqliteStore {
         }
         let done = sqlx::query("DELETE FROM sessions WHERE username = ?1")
             .bind(username)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1286,7 +1348,7 @@ impl SessionStore for SqliteStore {
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1322,7 +1384,8 @@ impl DeviceStore for SqliteStore {
     ) -> Result<DeviceCodeRecord, StoreError> {
         code.validate()?;
         // One transaction holding the write lock: the delete of an expired holder and the insert happen together.
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         sqlx::query("DELETE FROM device_codes WHERE user_code = ?1 AND expires_at <= ?2")
             .bind(&code.user_code)
             .bind(code.created_at)
@@ -1372,7 +1435,7 @@ impl DeviceStore for SqliteStore {
         ))
         .bind(user_code)
         .bind(now)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(device_from_row).transpose()
@@ -1406,7 +1469,7 @@ impl DeviceStore for SqliteStore {
         .bind(family_id)
         .bind(auth_time)
         .bind(DeviceStatus::Pending.as_str())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await?)
         .await
         .map_err(db)?;
         row.as_ref().map(device_from_row).transpose()
@@ -1421,7 +1484,8 @@ impl DeviceStore for SqliteStore {
             return Ok(DevicePoll::NotFound);
         }
         // The write lock is held from the read on, so concurrent polls of one code run one after the other.
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
+        let mut writer = self.write().await?;
+        let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
@@ -1464,7 +1528,7 @@ impl DeviceStore for SqliteStore {
     async fn purge_expired_device_codes(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM device_codes WHERE expires_at < ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
@@ -1475,7 +1539,7 @@ impl DeviceStore for SqliteStore {
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.writer)
+            .execute(&mut *self.write().await?)
             .await
             .map_err(db)?;
         Ok(())
@@ -1577,7 +1641,7 @@ mod tests {
         let index: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'revocations_expires_at'",
         )
-        .fetch_optional(store.writer())
+        .fetch_optional(&mut *store.writer().await)
         .await
         .unwrap();
         assert!(index.is_some());
@@ -1636,7 +1700,7 @@ mod tests {
         assert_eq!(session.idp_id_token, None);
         // The table stays STRICT: a blob is refused by the new text columns, not stored as is.
         let refused = sqlx::query("UPDATE users SET groups = X'5B5D' WHERE username = 'old'")
-            .execute(store.writer())
+            .execute(&mut *store.writer().await)
             .await;
         assert!(refused.is_err(), "{refused:?}");
     }
@@ -1683,19 +1747,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("f.db").display());
         let store = SqliteStore::connect(&url).await.unwrap();
-        let pool = store.writer();
+        let mut conn = store.writer().await;
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
         assert_eq!(journal, "wal");
         let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
         assert_eq!(fk, 1);
         let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
         assert_eq!(busy, 5000);
@@ -1794,11 +1858,10 @@ mod tests {
             dir.path().join("db.sqlite").display()
         );
         let store = std::sync::Arc::new(SqliteStore::connect(&url).await.unwrap());
-        assert_eq!(store.writer.options().get_max_connections(), 1);
         store.create_app(&test_app("first")).await.unwrap();
 
         // Hold the write connection in the middle of a write transaction.
-        let mut held = store.writer.acquire().await.unwrap();
+        let mut held = store.writer().await;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *held)
             .await
