@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use async_trait::async_trait;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::error::DbError;
 use crate::{StoreError, text};
@@ -102,4 +103,35 @@ impl<'a> StoredEvent<'a> {
             detail,
         })
     }
+}
+
+/// One multi-row `INSERT` of audit events (at most [`ROWS_PER_INSERT`] of them), for either backend.
+///
+/// `detail_cast` follows each `detail` placeholder: PostgreSQL stores `detail` as `jsonb` and is sent text (so
+/// sqlx's `json` feature is not needed), SQLite stores the text as it is. Rows are numbered in the order of the
+/// `VALUES` list, so a batch keeps its order in listings.
+pub(crate) fn insert_events<'a, DB>(
+    chunk: &'a [StoredEvent<'_>],
+    detail_cast: &'static str,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut insert = QueryBuilder::<DB>::new(
+        "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
+    );
+    insert.push_values(chunk, |mut row, e| {
+        row.push_bind(e.at)
+            .push_bind(&*e.kind)
+            .push_bind(&*e.client_id)
+            .push_bind(&*e.subject)
+            .push_bind(&*e.outcome)
+            .push_bind(&*e.remote_addr)
+            .push_bind(e.detail.as_str())
+            .push_unseparated(detail_cast);
+    });
+    insert
 }

@@ -9,7 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 
-use crate::audit::{ROWS_PER_INSERT, StoredEvent};
+use crate::audit::{ROWS_PER_INSERT, StoredEvent, insert_events};
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
 use crate::error::{self, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
@@ -384,46 +384,11 @@ impl RevocationStore for PostgresStore {
     }
 }
 
-/// One multi-row `INSERT` of audit events (at most [`ROWS_PER_INSERT`] of them).
-fn insert_events<'a>(chunk: &'a [StoredEvent<'_>]) -> QueryBuilder<'a, Postgres> {
-    let mut insert = QueryBuilder::<Postgres>::new(
-        "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
-    );
-    // Identity values are drawn as the VALUES rows are inserted, in their order, so the batch keeps its order in
-    // listings.
-    insert.push_values(chunk, |mut row, e| {
-        row.push_bind(e.at)
-            .push_bind(&*e.kind)
-            .push_bind(&*e.client_id)
-            .push_bind(&*e.subject)
-            .push_bind(&*e.outcome)
-            .push_bind(&*e.remote_addr)
-            .push_bind(&e.detail)
-            .push_unseparated("::jsonb");
-    });
-    insert
-}
-
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn record(&self, e: &AuditEvent) -> Result<(), StoreError> {
-        // Sent as text and cast, so sqlx's `json` feature is not needed.
-        let e = StoredEvent::of(e)?;
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-        )
-        .bind(e.at)
-        .bind(&*e.kind)
-        .bind(&*e.client_id)
-        .bind(&*e.subject)
-        .bind(&*e.outcome)
-        .bind(&*e.remote_addr)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        // A batch of one is one autocommit INSERT.
+        self.record_batch(std::slice::from_ref(e)).await
     }
 
     async fn record_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -436,7 +401,7 @@ impl AuditStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         if rows.len() <= ROWS_PER_INSERT {
             // One statement is a transaction of its own: the same atomic commit, two round trips fewer.
-            insert_events(&rows)
+            insert_events::<Postgres>(&rows, "::jsonb")
                 .build()
                 .execute(&self.pool)
                 .await
@@ -445,7 +410,7 @@ impl AuditStore for PostgresStore {
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            insert_events(chunk)
+            insert_events::<Postgres>(chunk, "::jsonb")
                 .build()
                 .execute(&mut *tx)
                 .await

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::audit::{ROWS_PER_INSERT, StoredEvent};
+use crate::audit::{ROWS_PER_INSERT, StoredEvent, insert_events};
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
 use crate::error::{self, DbError, db, db_unique, db_unique_either};
 use crate::refresh::{Decision, REDACTED_KEY, check_owner, decide};
@@ -571,42 +571,11 @@ impl RevocationStore for SqliteStore {
     }
 }
 
-/// One multi-row `INSERT` of audit events (at most [`ROWS_PER_INSERT`] of them).
-fn insert_events<'a>(chunk: &'a [StoredEvent<'_>]) -> QueryBuilder<'a, Sqlite> {
-    let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) ",
-    );
-    insert.push_values(chunk, |mut row, e| {
-        row.push_bind(e.at)
-            .push_bind(&*e.kind)
-            .push_bind(&*e.client_id)
-            .push_bind(&*e.subject)
-            .push_bind(&*e.outcome)
-            .push_bind(&*e.remote_addr)
-            .push_bind(&e.detail);
-    });
-    insert
-}
-
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn record(&self, e: &AuditEvent) -> Result<(), StoreError> {
-        let e = StoredEvent::of(e)?;
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, client_id, subject, outcome, remote_addr, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(e.at)
-        .bind(&*e.kind)
-        .bind(&*e.client_id)
-        .bind(&*e.subject)
-        .bind(&*e.outcome)
-        .bind(&*e.remote_addr)
-        .bind(&e.detail)
-        .execute(&mut *self.write().await?)
-        .await
-        .map_err(db)?;
-        Ok(())
+        // A batch of one is one autocommit INSERT.
+        self.record_batch(std::slice::from_ref(e)).await
     }
 
     async fn record_batch(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -620,7 +589,7 @@ impl AuditStore for SqliteStore {
         if rows.len() <= ROWS_PER_INSERT {
             // One statement is a transaction of its own: the same atomic commit, without BEGIN and COMMIT each
             // making a round trip to the connection's thread (most batches under load are this size).
-            insert_events(&rows)
+            insert_events::<Sqlite>(&rows, "")
                 .build()
                 .execute(&mut *self.write().await?)
                 .await
@@ -630,7 +599,7 @@ impl AuditStore for SqliteStore {
         let mut writer = self.write().await?;
         let mut tx = writer.begin_with(BEGIN_WRITE).await.map_err(db)?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            insert_events(chunk)
+            insert_events::<Sqlite>(chunk, "")
                 .build()
                 .execute(&mut *tx)
                 .await
