@@ -110,21 +110,10 @@ async fn a_request_head_trickled_past_the_read_header_timeout_is_cut_off() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_trickled_request_body_fails_within_the_body_timeout_and_frees_its_connection_slot() {
-    // One connection slot: the normal client afterwards gets in only if the slow one released it.
-    let server = start(
-        "  connections:\n    maxConnections: 1\n    requestBodyTimeout: 1s\n",
-        "",
-    )
-    .await;
+/// Sends `head` (ending in a blank line) and then a body that would take 200 ms per byte; returns the answer and
+/// how long after the head it came.
+async fn send_trickled_body(server: &TestServer, head: String) -> (String, Duration) {
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    let head = format!(
-        "POST /oauth2/token HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
-        server.addr,
-        sdk_basic(APP_ID, APP_SECRET)
-    );
     tcp.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let (mut reader, writer) = tcp.into_split();
@@ -137,12 +126,31 @@ async fn a_trickled_request_body_fails_within_the_body_timeout_and_frees_its_con
         .ok();
     let took = started.elapsed();
     trickling.abort();
-    let answer = String::from_utf8_lossy(&answer);
+    (String::from_utf8_lossy(&answer).into_owned(), took)
+}
+
+#[tokio::test]
+async fn a_trickled_request_body_gets_408_within_the_body_timeout_and_frees_its_connection_slot() {
+    // One connection slot: the normal client afterwards gets in only if the slow one released it.
+    let server = start(
+        "  connections:\n    maxConnections: 1\n    requestBodyTimeout: 1s\n",
+        "",
+    )
+    .await;
+    let head = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+        server.addr,
+        sdk_basic(APP_ID, APP_SECRET)
+    );
+    let (answer, took) = send_trickled_body(&server, head).await;
+    // 408 rather than 400: the request was not malformed, the client was too slow, and may send it again.
     assert!(
-        answer.starts_with("HTTP/1.1 400 "),
+        answer.starts_with("HTTP/1.1 408 "),
         "after {took:?}: {answer}"
     );
     assert!(answer.contains("invalid_request"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
     assert!(
         (Duration::from_millis(900)..Duration::from_secs(5)).contains(&took),
         "failed after {took:?}, the timeout is 1 s"
@@ -152,6 +160,39 @@ async fn a_trickled_request_body_fails_within_the_body_timeout_and_frees_its_con
         .await
         .expect("the slow client's connection slot was not released");
     assert_eq!(token.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_a_408_page_on_the_login_form_and_deadline_exceeded_on_connect() {
+    let server = start("  connections:\n    requestBodyTimeout: 1s\n", "").await;
+    let form = format!(
+        "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 1000\r\n\r\n",
+        server.addr
+    );
+    let (answer, took) = send_trickled_body(&server, form).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 "),
+        "login form after {took:?}: {answer}"
+    );
+    assert!(answer.contains("text/html"), "{answer}");
+    assert!(
+        answer.contains("The form did not arrive in time."),
+        "{answer}"
+    );
+
+    let connect = format!(
+        "POST /cloudidl.identity.AppsService/Get HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer x\r\n\
+         Content-Type: application/json\r\nConnect-Protocol-Version: 1\r\nContent-Length: 1000\r\n\r\n",
+        server.addr
+    );
+    let (answer, took) = send_trickled_body(&server, connect).await;
+    assert!(
+        answer.contains("\"code\":\"deadline_exceeded\""),
+        "Connect after {took:?}: {answer}"
+    );
+    assert!(answer.contains("did not arrive in time"), "{answer}");
     server.stop().await;
 }
 

@@ -27,6 +27,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Code, Status};
 
+use crate::listener::BodyTimeout;
+
 /// Default cap on a request body, applied both to the bytes on the wire and after decompression.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -425,6 +427,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large(limit)),
+        Err(err) if BodyTimeout::is_cause_of(&*err) => Err(ConnectError::new(
+            Code::DeadlineExceeded,
+            "the request body did not arrive in time",
+        )),
         Err(err) => {
             tracing::debug!(error = %err, "connect: reading request body failed");
             Err(ConnectError::new(

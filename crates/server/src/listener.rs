@@ -374,6 +374,21 @@ impl std::fmt::Debug for DeadlineBody {
 #[error("the request body did not arrive within {0:?}")]
 pub struct BodyTimeout(Duration);
 
+impl BodyTimeout {
+    /// Whether `err`, or an error it wraps, is a [`BodyTimeout`]: how a handler that failed to read its body
+    /// tells a client that was too slow (answered 408) from a broken or oversized body.
+    pub fn is_cause_of(err: &(dyn StdError + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(err) = next {
+            if err.is::<BodyTimeout>() {
+                return true;
+            }
+            next = err.source();
+        }
+        false
+    }
+}
+
 impl http_body::Body for DeadlineBody {
     type Data = bytes::Bytes;
     type Error = Box<dyn StdError + Send + Sync>;

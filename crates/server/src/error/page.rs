@@ -1,7 +1,9 @@
 //! Errors of the browser routes (login, authorize): a readable HTML page, never JSON and never a redirect to
 //! an address that was not verified.
 
+use crate::listener::BodyTimeout;
 use crate::web::pages;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
@@ -33,6 +35,25 @@ impl PageError {
             message: message.into(),
             hint: None,
             retry_after: None,
+        }
+    }
+
+    /// The page for a form whose body could not be read: 408 if it did not arrive within the body timeout,
+    /// otherwise the rejection's status (413 too large, 400 broken).
+    pub fn unreadable_form(
+        title: impl Into<Cow<'static, str>>,
+        rejection: &BytesRejection,
+    ) -> Self {
+        if BodyTimeout::is_cause_of(rejection) {
+            return Self {
+                status: StatusCode::REQUEST_TIMEOUT,
+                ..Self::bad_request(title, "The form did not arrive in time.")
+            }
+            .with_hint("Check your connection, then send the form again.");
+        }
+        Self {
+            status: rejection.status(),
+            ..Self::bad_request(title, "The form could not be read or is too large.")
         }
     }
 

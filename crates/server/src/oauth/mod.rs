@@ -13,6 +13,7 @@
 
 use crate::error::ApiError;
 use crate::form::{self, FormError};
+use crate::listener::BodyTimeout;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -128,12 +129,21 @@ pub(crate) fn json_answer<T: serde::Serialize>(result: Result<T, ApiError>) -> R
     }
 }
 
-/// A body that could not be read (too large, broken stream) as an RFC 6749 error.
+/// A body that could not be read as an RFC 6749 error: 408 when it did not arrive within the body timeout (so a
+/// client knows it may retry), 413 when too large, 400 when the stream broke.
 pub fn body_rejected(rejection: &BytesRejection) -> Response {
-    let mut response = crate::error::oauth_error_response(
-        ErrorCode::InvalidRequest,
-        "the request body could not be read or is too large",
-    );
-    *response.status_mut() = rejection.status();
+    let (status, description) = if BodyTimeout::is_cause_of(rejection) {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+    } else {
+        (
+            rejection.status(),
+            "the request body could not be read or is too large",
+        )
+    };
+    let mut response = crate::error::oauth_error_response(ErrorCode::InvalidRequest, description);
+    *response.status_mut() = status;
     response
 }

@@ -160,13 +160,7 @@ pub async fn decide(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, PageError> {
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    let body = body.map_err(|r| PageError {
-        status: r.status(),
-        ..PageError::bad_request(
-            "Device sign-in refused",
-            "The form could not be read or is too large.",
-        )
-    })?;
+    let body = body.map_err(|r| PageError::unreadable_form("Device sign-in refused", &r))?;
     let params = form::parse(&body).map_err(|e| {
         PageError::bad_request(
             "Device sign-in refused",
