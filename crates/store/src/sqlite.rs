@@ -11,11 +11,20 @@
 //! refresh token, creating or polling a device code) run in a `BEGIN IMMEDIATE` transaction, which takes the
 //! write lock before reading and so waits in SQLite's busy handler like a single statement does; a deferred
 //! read-then-write transaction could instead fail immediately with SQLITE_BUSY under WAL.
+//!
+//! Checkpoints (copying the WAL back into the database file, with two `fsync`s) run on a connection of their
+//! own, woken every [`WRITES_PER_CHECKPOINT`] writes, not inside a commit: SQLite's automatic checkpoint runs on
+//! the committing connection, and every request queued on the writer waited for its `fsync`s. The checkpointer
+//! first copies without stopping anyone, then, holding the writer's lock, copies the few frames written
+//! meanwhile, so that the next write can start the WAL over. The writer keeps an automatic checkpoint at
+//! [`WRITER_AUTOCHECKPOINT_PAGES`] in case the checkpointer falls behind.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,7 +35,7 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, Notify, oneshot};
 
 use crate::audit::{ROWS_PER_INSERT, StoredEvent, insert_events};
 use crate::devices::{PollStep, decision_fields, decode_status, poll_step};
@@ -49,6 +58,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections for reads; writes have one connection of their own (see the module documentation).
 const READ_CONNECTIONS: u32 = 4;
+/// Writes between two wake-ups of the checkpointer: about the 1,000 pages of SQLite's default automatic
+/// checkpoint at the three to five pages a write changes.
+const WRITES_PER_CHECKPOINT: u32 = 256;
+/// WAL size (pages) at which the writer checkpoints by itself: four times SQLite's default, reached only when
+/// the checkpointer cannot keep up or is gone.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
 macro_rules! app_columns {
     () => {
@@ -99,7 +114,9 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// A [`Store`] on SQLite.
 pub(crate) struct SqliteStore {
     /// The one connection every write goes through, taken by one operation at a time.
-    writer: Mutex<SqliteConnection>,
+    writer: Arc<Mutex<SqliteConnection>>,
+    /// Wakes the checkpointer of a file database; `None` in memory and read-only.
+    checkpoints: Option<CheckpointTrigger>,
     /// Connections for reads; `None` for an in-memory database, which reads through the writer.
     reader: Option<SqlitePool>,
     /// The file path, or `:memory:`; for `Debug` and logs.
@@ -134,7 +151,8 @@ impl SqliteStore {
                 .map_err(error::migrate)?;
             tracing::debug!(location = ":memory:", "sqlite store ready");
             return Ok(SqliteStore {
-                writer: Mutex::new(writer),
+                writer: Arc::new(Mutex::new(writer)),
+                checkpoints: None,
                 reader: None,
                 location: ":memory:".to_owned(),
             });
@@ -148,7 +166,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the last
             // transactions, which is acceptable for an embedded single-node deployment.
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            );
         let mut writer = options.connect().await.map_err(error::connect)?;
         MIGRATOR
             .run_direct(&mut writer)
@@ -160,13 +182,24 @@ impl SqliteStore {
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(error::connect)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let checkpoints = if read_only {
+            None
+        } else {
+            let connection = options.connect().await.map_err(error::connect)?;
+            Some(CheckpointTrigger::start(
+                connection,
+                Arc::downgrade(&writer),
+            ))
+        };
         let location = path.display().to_string();
         tracing::debug!(location = %location, "sqlite store ready");
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer,
+            checkpoints,
             reader: Some(reader),
             location,
         })
@@ -174,9 +207,13 @@ impl SqliteStore {
 
     /// The write connection, waiting at most [`ACQUIRE_TIMEOUT`] for the operation ahead to finish.
     async fn write(&self) -> Result<MutexGuard<'_, SqliteConnection>, StoreError> {
-        tokio::time::timeout(ACQUIRE_TIMEOUT, self.writer.lock())
+        let writer = tokio::time::timeout(ACQUIRE_TIMEOUT, self.writer.lock())
             .await
-            .map_err(|_| db(sqlx::Error::PoolTimedOut))
+            .map_err(|_| db(sqlx::Error::PoolTimedOut))?;
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.count_write();
+        }
+        Ok(writer)
     }
 
     /// A connection to read through: one of the read pool, or the writer for an in-memory database.
@@ -194,6 +231,81 @@ impl SqliteStore {
     pub(crate) async fn writer(&self) -> MutexGuard<'_, SqliteConnection> {
         self.writer.lock().await
     }
+}
+
+/// The store's handle on its checkpointer: counts writes and wakes it; dropping it stops the checkpointer.
+struct CheckpointTrigger {
+    writes: AtomicU32,
+    wake: Arc<Notify>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl CheckpointTrigger {
+    /// Starts the checkpointer on `connection`, a connection of its own to the database `writer` writes.
+    fn start(connection: SqliteConnection, writer: Weak<Mutex<SqliteConnection>>) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(run_checkpoints(
+            connection,
+            writer,
+            Arc::clone(&wake),
+            stopped,
+        ));
+        Self {
+            writes: AtomicU32::new(0),
+            wake,
+            _stop: stop,
+        }
+    }
+
+    /// Counts a write; every [`WRITES_PER_CHECKPOINT`]th wakes the checkpointer (wake-ups while it is busy
+    /// coalesce into one).
+    fn count_write(&self) {
+        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 >= WRITES_PER_CHECKPOINT {
+            self.writes.store(0, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The checkpointer: on each wake-up, a PASSIVE checkpoint while writes go on (the copying and the `fsync`s),
+/// then another with the writer's lock held, which copies only what was written meanwhile and leaves the WAL
+/// fully copied, so the next write starts it over instead of growing it. Stops when the store is dropped.
+async fn run_checkpoints(
+    mut connection: SqliteConnection,
+    writer: Weak<Mutex<SqliteConnection>>,
+    wake: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            () = wake.notified() => {}
+        }
+        if let Err(e) = checkpoint(&mut connection).await {
+            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer's automatic checkpoint remains");
+            continue;
+        }
+        let Some(writer) = writer.upgrade() else {
+            break;
+        };
+        let paused = writer.lock().await;
+        if let Err(e) = checkpoint(&mut connection).await {
+            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer's automatic checkpoint remains");
+        }
+        drop(paused);
+    }
+    if let Err(e) = connection.close().await {
+        tracing::debug!(error = %e, "closing the sqlite checkpoint connection");
+    }
+}
+
+/// One PASSIVE checkpoint: copies what no reader still needs, never waits for a lock.
+async fn checkpoint(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(connection)
+        .await
+        .map(drop)
 }
 
 /// A connection taken for a read, given back when dropped.
@@ -1555,6 +1667,57 @@ mod tests {
             reason: "test".into(),
             revoked_at: 1,
         }
+    }
+
+    /// Frames in the WAL now, read from the wal-index header (the `-shm` file: a 32-bit `mxFrame` at byte 16,
+    /// in native byte order, per SQLite's WAL file format), which unlike `PRAGMA wal_checkpoint` does not
+    /// checkpoint as it looks.
+    fn wal_frames(db: &std::path::Path) -> u32 {
+        let shm = std::fs::read(db.with_extension("db-shm")).unwrap();
+        u32::from_ne_bytes(shm[16..20].try_into().unwrap())
+    }
+
+    /// The checkpointer, not a commit, copies the WAL back and lets the writer start it over: after three rounds
+    /// of [`WRITES_PER_CHECKPOINT`] writes (well under the writer's own automatic checkpoint), the WAL holds only
+    /// the frames written since the last round. Without the checkpointer it would hold every write's frames.
+    #[tokio::test]
+    async fn the_checkpointer_lets_the_writer_start_the_wal_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        let event = |n: u32| AuditEvent {
+            at: i64::from(n),
+            kind: "token.issued".into(),
+            client_id: "c".into(),
+            subject: "s".into(),
+            outcome: "ok".into(),
+            remote_addr: String::new(),
+            detail: serde_json::json!({ "n": n }),
+        };
+        let rounds = 3 * WRITES_PER_CHECKPOINT;
+        for n in 0..rounds {
+            store.record(&event(n)).await.unwrap();
+        }
+        assert!(
+            (rounds + WRITES_PER_CHECKPOINT / 2) * 4 < WRITER_AUTOCHECKPOINT_PAGES,
+            "the writer's own checkpoint could explain a short WAL"
+        );
+        // The WAL starts over at the first write after a checkpoint completes, so keep writing (a few, 10 ms
+        // apart) until it has. An audit row is about 3.4 frames: the writer's own checkpoint is not reached.
+        let mut n = rounds;
+        while wal_frames(&path) >= WRITES_PER_CHECKPOINT {
+            assert!(
+                n < rounds + WRITES_PER_CHECKPOINT / 2,
+                "the WAL still holds {} frames after {n} writes",
+                wal_frames(&path)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            store.record(&event(n)).await.unwrap();
+            n += 1;
+        }
+        assert_eq!(store.recent(u32::MAX).await.unwrap().len(), n as usize);
     }
 
     /// Migration 0004 rebuilds the revocations table: existing rows become `token` revocations with their
