@@ -1038,6 +1038,19 @@ async fn the_callback_also_accepts_form_post() {
         )
         .await;
     assert_refused(&server, &mut fresh, &page, 400, "posted wrong state").await;
+
+    // A posted answer over the callback's 64 KiB form limit is a readable page too, not a bare line of text.
+    let big = "a".repeat(70_000);
+    let page = fresh
+        .post_form("/callback", &[("code", &big), ("state", "s")])
+        .await;
+    assert_eq!(page.status, 413, "{}", page.body);
+    assert!(
+        page.body
+            .contains("The form could not be read or is too large."),
+        "{}",
+        page.body
+    );
     server.stop().await;
 }
 

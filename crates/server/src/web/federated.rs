@@ -15,6 +15,7 @@ use crate::web::pages;
 use crate::web::session::{self, SessionProfile};
 use axum::Extension;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,7 +92,7 @@ pub async fn callback(
     method: Method,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, PageError> {
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     let Some(federation) = &state.federation else {
@@ -104,7 +105,8 @@ pub async fn callback(
         });
     };
     let raw = if method == Method::POST {
-        body.to_vec()
+        body.map_err(|r| PageError::unreadable_form("Sign-in answer refused", &r))?
+            .to_vec()
     } else {
         query.unwrap_or_default().into_bytes()
     };
