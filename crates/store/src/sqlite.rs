@@ -23,8 +23,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -190,10 +190,7 @@ impl SqliteStore {
             None
         } else {
             let connection = options.connect().await.map_err(error::connect)?;
-            Some(CheckpointTrigger::start(
-                connection,
-                Arc::downgrade(&writer),
-            ))
+            Some(CheckpointTrigger::start(connection, Arc::clone(&writer)))
         };
         let location = path.display().to_string();
         tracing::debug!(location = %location, "sqlite store ready");
@@ -242,7 +239,7 @@ struct CheckpointTrigger {
 
 impl CheckpointTrigger {
     /// Starts the checkpointer on `connection`, a connection of its own to the database `writer` writes.
-    fn start(connection: SqliteConnection, writer: Weak<Mutex<SqliteConnection>>) -> Self {
+    fn start(connection: SqliteConnection, writer: Arc<Mutex<SqliteConnection>>) -> Self {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(run_checkpoints(
@@ -270,10 +267,11 @@ impl CheckpointTrigger {
 
 /// The checkpointer: on each wake-up, a PASSIVE checkpoint while writes go on (the copying and the `fsync`s),
 /// then another with the writer's lock held, which copies only what was written meanwhile and leaves the WAL
-/// fully copied, so the next write starts it over instead of growing it. Stops when the store is dropped.
+/// fully copied, so the next write starts it over instead of growing it. Stops when the store is dropped, and
+/// lets go of the writer then.
 async fn run_checkpoints(
     mut connection: SqliteConnection,
-    writer: Weak<Mutex<SqliteConnection>>,
+    writer: Arc<Mutex<SqliteConnection>>,
     wake: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -282,30 +280,29 @@ async fn run_checkpoints(
             _ = &mut stop => break,
             () = wake.notified() => {}
         }
-        if let Err(e) = checkpoint(&mut connection).await {
-            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer's automatic checkpoint remains");
-            continue;
+        if checkpoint(&mut connection).await {
+            let _paused = writer.lock().await;
+            checkpoint(&mut connection).await;
         }
-        let Some(writer) = writer.upgrade() else {
-            break;
-        };
-        let paused = writer.lock().await;
-        if let Err(e) = checkpoint(&mut connection).await {
-            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer's automatic checkpoint remains");
-        }
-        drop(paused);
     }
     if let Err(e) = connection.close().await {
         tracing::debug!(error = %e, "closing the sqlite checkpoint connection");
     }
 }
 
-/// One PASSIVE checkpoint: copies what no reader still needs, never waits for a lock.
-async fn checkpoint(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+/// One PASSIVE checkpoint: copies what no reader still needs, never waits for a lock. A failure is logged and
+/// left to the writer's automatic checkpoint; returns whether it succeeded.
+async fn checkpoint(connection: &mut SqliteConnection) -> bool {
+    match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .execute(connection)
         .await
-        .map(drop)
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer's automatic checkpoint remains");
+            false
+        }
+    }
 }
 
 /// A connection taken for a read, given back when dropped.
